@@ -1,0 +1,3 @@
+"""vicirec: drive VICIdial call recording from Asterisk dialplan."""
+
+__version__ = "0.1.0"

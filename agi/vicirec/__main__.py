@@ -1,0 +1,3 @@
+from vicirec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Asterisk side: the AGI codec (pure) and the transports that carry it."""

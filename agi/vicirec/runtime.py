@@ -1,0 +1,86 @@
+"""Wiring shared by the process AGI and the FastAGI daemon: config → service, report → channel."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import requests
+
+from vicirec.agents import Resolver, standard_resolvers
+from vicirec.asterisk.channel import AgiSession
+from vicirec.config import Config
+from vicirec.deadline import Deadline
+from vicirec.directories import HttpDirectory
+from vicirec.engine import RecordingService, Report
+from vicirec.errors import AgiError, ConfigError
+from vicirec.redaction import Redactor
+from vicirec.vicidial.client import VicidialClient
+
+# Writing the variables gets its own small budget: they matter most when the deadline is gone.
+REPORT_SECONDS = 2.0
+
+
+class SessionChannelView:
+    """:class:`vicirec.agents.ChannelView` over an AGI session."""
+
+    def __init__(self, session: AgiSession, deadline: Deadline) -> None:
+        self._session = session
+        self._deadline = deadline
+
+    def variable(self, name: str) -> Optional[str]:
+        return self._session.get_variable(name, self._deadline)
+
+    def expression(self, expression: str, channel: Optional[str] = None) -> str:
+        return self._session.get_full_variable(expression, self._deadline, channel)
+
+
+def build_resolvers(config: Config) -> list[Resolver]:
+    available = standard_resolvers()
+    missing = [name for name in config.agents.resolvers if name not in available]
+    if missing:
+        raise ConfigError(f"resolver(s) not available in this build: {', '.join(missing)}")
+    return [available[name] for name in config.agents.resolvers]
+
+
+def build_service(
+    config: Config, *, session: Optional[requests.Session] = None, logger: Any = None
+) -> RecordingService:
+    redactor = Redactor([config.vicidial.password])
+    client = VicidialClient(config, session=session, redactor=redactor)
+
+    def stage_changed(change: Any) -> None:
+        if logger is not None:
+            logger.warning("stage_sanitised", requested=change["requested"], sent=change["sent"])
+
+    return RecordingService(
+        config, client, HttpDirectory(client), build_resolvers(config),
+        redactor=redactor, on_stage_changed=stage_changed,
+    )
+
+
+def finish_invocation(
+    session: AgiSession, report: Report, log: Any, *, transport: str, started: float
+) -> bool:
+    """Set the variables and log the one summary event every invocation ends with."""
+    reported = write_report(session, report)
+    log.info(
+        "invocation",
+        transport=transport,
+        **report.log_fields(),
+        hung_up=session.hung_up,
+        variables_set=reported,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    return reported
+
+
+def write_report(session: AgiSession, report: Report) -> bool:
+    """Set every VICIREC_* variable; False if the channel would not take them."""
+    budget = Deadline(REPORT_SECONDS)
+    try:
+        for name, value in report.variables():
+            session.set_variable(name, value, budget)
+    except AgiError:
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""The VICIdial side: response parsers (pure), the stage sanitiser and the HTTP client."""

@@ -1,0 +1,248 @@
+"""HTTP edge to VICIdial: POST forms to ``agc/api.php`` and ``non_agent_api.php``.
+
+One ``requests.Session`` (a shared pool in the FastAGI daemon), form bodies so the password stays
+out of web-server access logs, TLS verified, every timeout cut from the invocation's deadline, the
+body read with a byte cap, and a retry policy that never risks a second recording:
+
+* a failed login is never retried (ten failures lock the API user out for 15 minutes);
+* START is retried only when the request provably never reached VICIdial (connection refused,
+  name resolution failure, connect timeout): each START that arrives can start one more recording;
+* STATUS, STOP and the lookups are retried on any transient fault while time remains.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Mapping
+from typing import Callable, Optional, TypeVar
+
+import requests
+import urllib3.exceptions
+
+from vicirec import __version__
+from vicirec.config import Config
+from vicirec.deadline import Deadline
+from vicirec.errors import BadResponse, Unreachable, VicidialError, VicidialTimeout
+from vicirec.redaction import Redactor
+from vicirec.vicidial import responses
+from vicirec.vicidial.responses import Action, AgentStatus, LoggedInAgent, RecordingReply
+
+# Below this much time left, another attempt cannot finish: report instead of trying.
+_MIN_ATTEMPT_SECONDS = 0.05
+_BACKOFF_SECONDS = (0.05, 0.2, 0.5, 1.0)
+_R = TypeVar("_R")
+
+
+class Retry(enum.Enum):
+    NEVER = "never"
+    BEFORE_SEND = "before-send"  # only when the request provably never left
+    TRANSIENT = "transient"      # any transient fault
+
+
+class _Attempt(Exception):
+    """A failed attempt: the error to report, and whether the request may have reached VICIdial."""
+
+    def __init__(self, error: VicidialError, *, maybe_sent: bool, transient: bool = True) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.maybe_sent = maybe_sent
+        self.transient = transient
+
+    def retryable(self, rule: Retry) -> bool:
+        if rule is Retry.NEVER or not self.transient:
+            return False
+        if rule is Retry.BEFORE_SEND:
+            return not self.maybe_sent
+        return True
+
+
+def make_session(pool_size: int = 1) -> requests.Session:
+    session = requests.Session()
+    # No proxies or .netrc from Asterisk's environment: the API call goes where the config says.
+    session.trust_env = False
+    session.headers["User-Agent"] = f"vicirec/{__version__}"
+    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class VicidialClient:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        session: Optional[requests.Session] = None,
+        redactor: Optional[Redactor] = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = config.vicidial
+        self._api_url = config.vicidial.api_url
+        self._non_agent_api_url = config.non_agent_api_url
+        self._session = session or make_session()
+        self._redactor = redactor or Redactor([config.vicidial.password])
+        self._sleep = sleep
+        if self._settings.ca_bundle:
+            self._verify: object = self._settings.ca_bundle
+        else:
+            self._verify = self._settings.verify_tls
+        self.requests_sent = 0
+
+    def _credentials(self) -> dict[str, str]:
+        return {"source": self._settings.source, "user": self._settings.user, "pass": self._settings.password}
+
+    # --- agent API ----------------------------------------------------------------------------
+
+    def recording(self, action: Action, agent: str, deadline: Deadline, stage: str = "") -> RecordingReply:
+        form = self._credentials()
+        form.update({"agent_user": agent, "function": "recording", "value": action.value})
+        if action is Action.START and stage:
+            form["stage"] = stage
+        rule = Retry.BEFORE_SEND if action is Action.START else Retry.TRANSIENT
+        body = self._post(self._api_url, form, deadline, rule)
+        return self._parse(lambda: responses.parse_recording_reply(body, action))
+
+    # --- non-agent API ------------------------------------------------------------------------
+
+    def logged_in_agents(self, deadline: Deadline) -> list[LoggedInAgent]:
+        form = self._credentials()
+        form["function"] = "logged_in_agents"
+        body = self._post(self._non_agent_api_url, form, deadline, Retry.TRANSIENT)
+        return self._parse(lambda: responses.parse_logged_in_agents(body))
+
+    def agent_status(self, agent: str, deadline: Deadline) -> AgentStatus:
+        form = self._credentials()
+        form.update({"function": "agent_status", "agent_user": agent})
+        body = self._post(self._non_agent_api_url, form, deadline, Retry.TRANSIENT)
+        return self._parse(lambda: responses.parse_agent_status(body))
+
+    # --- transport ----------------------------------------------------------------------------
+
+    def _parse(self, parse: Callable[[], _R]) -> _R:
+        try:
+            return parse()
+        except VicidialError as error:
+            # The parsers mask the echo shapes they know; mask the literal password on top.
+            error.message = self._redactor.text(error.message)
+            error.args = (error.message,)
+            error.raw = self._redactor.text(error.raw) if error.raw is not None else None
+            raise
+
+    def _post(self, url: str, form: Mapping[str, str], deadline: Deadline, rule: Retry) -> bytes:
+        attempt = 0
+        while True:
+            try:
+                return self._post_once(url, form, deadline)
+            except _Attempt as failed:
+                pause = _BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)]
+                attempt += 1
+                if not failed.retryable(rule) or deadline.remaining() < pause + _MIN_ATTEMPT_SECONDS:
+                    raise failed.error from None
+                self._sleep(pause)
+
+    def _post_once(self, url: str, form: Mapping[str, str], deadline: Deadline) -> bytes:
+        connect = deadline.cut(self._settings.connect_timeout)
+        read = deadline.cut(self._settings.read_timeout)
+        if connect < _MIN_ATTEMPT_SECONDS:
+            raise _Attempt(VicidialTimeout("no time left to ask VICIdial"), maybe_sent=False, transient=False)
+        self.requests_sent += 1
+        try:
+            response = self._session.post(
+                url, data=dict(form), timeout=(connect, read), stream=True,
+                verify=self._verify, allow_redirects=False,  # type: ignore[arg-type]
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            raise _Attempt(Unreachable(f"VICIdial did not accept a connection within {connect:.1f} s"),
+                           maybe_sent=False) from exc
+        except requests.exceptions.ReadTimeout as exc:
+            raise _Attempt(VicidialTimeout(f"VICIdial did not answer within {read:.1f} s"),
+                           maybe_sent=True) from exc
+        except requests.exceptions.SSLError as exc:
+            raise _Attempt(Unreachable("TLS handshake with VICIdial failed (certificate?)"),
+                           maybe_sent=False, transient=False) from exc
+        except requests.exceptions.ConnectionError as exc:
+            if _never_sent(exc):
+                raise _Attempt(Unreachable(f"cannot connect to VICIdial: {_connect_reason(exc)}"),
+                               maybe_sent=False) from exc
+            raise _Attempt(BadResponse("the connection to VICIdial broke after the request was sent"),
+                           maybe_sent=True) from exc
+        except requests.exceptions.RequestException as exc:
+            raise _Attempt(BadResponse(f"HTTP request failed: {exc.__class__.__name__}"),
+                           maybe_sent=True, transient=False) from exc
+        with response:
+            body = self._read_body(response, deadline)
+            if response.status_code != 200:
+                raise _Attempt(
+                    BadResponse(f"VICIdial answered HTTP {response.status_code}",
+                                raw=self._redactor.text(body[:200].decode("utf-8", "replace"))),
+                    maybe_sent=True, transient=response.status_code >= 500,
+                )
+            return body
+
+    def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
+        cap = self._settings.max_response_bytes
+        # A peer that drips bytes resets the read timeout on every packet; the deadline does not
+        # move, so a timer shuts the socket down when it passes and the blocked read returns.
+        watchdog = threading.Timer(deadline.remaining(), _shutdown, args=(response,))
+        watchdog.daemon = True
+        watchdog.start()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=16384):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > cap:
+                    raise _Attempt(BadResponse(f"VICIdial's answer is larger than {cap} bytes"),
+                                   maybe_sent=True, transient=False)
+                if deadline.expired:
+                    raise _Attempt(VicidialTimeout("VICIdial's answer did not finish in time"),
+                                   maybe_sent=True)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if deadline.expired or _is_read_timeout(exc):
+                raise _Attempt(VicidialTimeout("VICIdial's answer did not finish in time"),
+                               maybe_sent=True) from exc
+            raise _Attempt(BadResponse("VICIdial's answer was cut off"), maybe_sent=True) from exc
+        finally:
+            watchdog.cancel()
+        return b"".join(chunks)
+
+
+
+def _shutdown(response: requests.Response) -> None:
+    shutdown = getattr(response.raw, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    else:  # pragma: no cover - urllib3 < 2.3
+        response.close()
+
+
+def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
+def _connect_reason(exc: requests.exceptions.ConnectionError) -> str:
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    if isinstance(reason, getattr(urllib3.exceptions, "NameResolutionError", ())):
+        return "host name does not resolve"
+    text = str(reason)
+    if "Connection refused" in text:
+        return "connection refused"
+    return reason.__class__.__name__
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    seen: Optional[BaseException] = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+            return True
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = inner or seen.__cause__ or seen.__context__
+    return False
