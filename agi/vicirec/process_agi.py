@@ -58,7 +58,8 @@ def run(read_fd: int, write_fd: int, *, sighup: Any, started: float,
         transport.close()
         return 1
 
-    from vicirec.runtime import SessionChannelView, build_service, finish_invocation
+    from vicirec.reporting import finish_invocation
+    from vicirec.runtime import SessionChannelView, build_service
 
     env = session.environment
     report: Report

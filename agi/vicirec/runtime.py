@@ -1,8 +1,7 @@
-"""Wiring shared by the process AGI and the FastAGI daemon: config → service, report → channel."""
+"""Wiring shared by the process AGI and the FastAGI daemon: config → service, channel → view."""
 
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 import requests
@@ -12,13 +11,10 @@ from vicirec.asterisk.channel import AgiSession
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.directories import HttpDirectory
-from vicirec.engine import RecordingService, Report
-from vicirec.errors import AgiError, ConfigError
+from vicirec.engine import RecordingService
+from vicirec.errors import ConfigError
 from vicirec.redaction import Redactor
 from vicirec.vicidial.client import VicidialClient
-
-# Writing the variables gets its own small budget: they matter most when the deadline is gone.
-REPORT_SECONDS = 2.0
 
 
 class SessionChannelView:
@@ -57,30 +53,3 @@ def build_service(
         config, client, HttpDirectory(client), build_resolvers(config),
         redactor=redactor, on_stage_changed=stage_changed,
     )
-
-
-def finish_invocation(
-    session: AgiSession, report: Report, log: Any, *, transport: str, started: float
-) -> bool:
-    """Set the variables and log the one summary event every invocation ends with."""
-    reported = write_report(session, report)
-    log.info(
-        "invocation",
-        transport=transport,
-        **report.log_fields(),
-        hung_up=session.hung_up,
-        variables_set=reported,
-        duration_ms=round((time.monotonic() - started) * 1000, 1),
-    )
-    return reported
-
-
-def write_report(session: AgiSession, report: Report) -> bool:
-    """Set every VICIREC_* variable; False if the channel would not take them."""
-    budget = Deadline(REPORT_SECONDS)
-    try:
-        for name, value in report.variables():
-            session.set_variable(name, value, budget)
-    except AgiError:
-        return False
-    return True
