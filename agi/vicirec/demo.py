@@ -1,0 +1,97 @@
+"""``vicirec demo``: one consent call played through the real process AGI.
+
+The built-in VICIdial simulator plays api.php (and the agent's browser screen, which acts on a
+START or STOP about a second later); the fake Asterisk runs ``vicirec-agi`` over real pipes with
+the environment block, arguments and replies of a real Asterisk 22. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from vicirec.testing.fake_asterisk import AgiRun, FakeAsterisk
+from vicirec.testing.harness import (
+    LAB_CALL_ID,
+    agi_environment,
+    caller_channel,
+    process_agi_command,
+    write_config,
+)
+from vicirec.testing.simulator import VicidialSimulator
+
+STEPS = (
+    ("The caller hears the consent prompt and presses 1: START with confirmation",
+     ["START", "_CONSENT", "confirm=4"]),
+    ("Later in the call: is it being recorded?", ["STATUS"]),
+    ("The caller reaches card capture: PCI pause, STOP with confirmation", ["STOP", "confirm=4"]),
+    ("Card captured: a second STOP finds nothing to stop", ["STOP"]),
+)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="vicirec demo", description=__doc__)
+    parser.add_argument("--screen-delay", type=float, default=0.8,
+                        help="seconds the simulated agent screen takes to act (default 0.8)")
+    options = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="vicirec-demo-") as workdir, \
+            VicidialSimulator(screen_delay=options.screen_delay) as simulator:
+        config = write_config(
+            Path(workdir), simulator.api_url,
+            overrides={"audit": {"path": str(Path(workdir) / "audit.jsonl"), "caller_number": "mask"}},
+        )
+        print(f"VICIdial simulator: {simulator.api_url} (agent 1000 on call {LAB_CALL_ID})")
+        print(f"AGI: {' '.join(process_agi_command())}  config: {config}\n")
+        channel = caller_channel()
+        asterisk = FakeAsterisk()
+        failures = 0
+        for title, args in STEPS:
+            run = asterisk.run_process(
+                process_agi_command(), args, channel, env=agi_environment(config), timeout=20.0,
+            )
+            failures += _show(title, args, run)
+            channel = run.channel  # the next AGI() on this channel sees what this one set
+        print(f"The simulator saw {simulator.count(function='recording', value='START')} START, "
+              f"{simulator.count(function='recording', value='STOP')} STOP and "
+              f"{simulator.count(function='recording', value='STATUS')} STATUS requests, "
+              f"{simulator.count(function='logged_in_agents')} agent lookups; "
+              f"recordings started for agent 1000: {simulator.starts_for('1000')}.")
+        _show_file("Log (one JSON object per invocation)", Path(workdir) / "vicirec.log", "invocation")
+        _show_file("Audit trail", Path(workdir) / "audit.jsonl", None)
+    return 1 if failures else 0
+
+
+def _show(title: str, args: Sequence[str], run: AgiRun) -> int:
+    print(f"== {title}")
+    print(f"   AGI(vicirec.agi,{','.join(args)})  ->  AGISTATUS={run.agistatus} "
+          f"exit={run.exit_code} in {run.elapsed * 1000:.0f} ms, {len(run.commands)} AGI commands")
+    for name, value in sorted(run.channel.variables.items()):
+        if name.startswith("VICIREC_") and value != "":
+            print(f"   {name:<26} {value}")
+    print()
+    expected_ok = args[0] != "STOP" or "confirm=4" in args
+    ok = run.channel.variables.get("VICIREC_RESULT") == "OK"
+    return 0 if ok == expected_ok and run.agistatus == "SUCCESS" else 1
+
+
+def _show_file(title: str, path: Path, event: Optional[str]) -> None:
+    if not path.exists():
+        return
+    print(f"== {title}: {path.name}")
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if event is not None and record.get("event") != event:
+            continue
+        keys = ("action", "agent", "agent_source", "stage", "result", "error", "recording_id",
+                "confirmed_after", "duration_ms", "outcome", "caller", "time")
+        shown = {key: record[key] for key in keys if key in record and record[key] not in ("", None)}
+        print("   " + json.dumps(shown))
+    print()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
