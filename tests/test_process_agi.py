@@ -29,6 +29,14 @@ def simulator() -> Iterator[VicidialSimulator]:
         yield sim
 
 
+def lab_config(directory: Path, api_url: str, **kw: object) -> Path:
+    """The corpus lab over the HTTP lookup. A call id in CALLERID(name) cannot be corroborated over
+    HTTP, so these tests take the admin's explicit trade-off (``require_corroboration = false``);
+    the default refusal is tested in test_agents_e2e.py."""
+    return write_config(directory, api_url, overrides={"agents": {"require_corroboration": False}},
+                        **kw)  # type: ignore[arg-type]
+
+
 def run_agi(config: Path, args: list[str], channel: Optional[FakeChannel] = None, **kw: object) -> AgiRun:
     return ASTERISK.run_process(
         process_agi_command(), args, channel or caller_channel(), env=agi_environment(config),
@@ -51,7 +59,7 @@ def assert_contract(run: AgiRun) -> dict[str, str]:
 
 
 def test_start_confirm_status_stop_confirm(tmp_path: Path, simulator: VicidialSimulator) -> None:
-    config = write_config(tmp_path, simulator.api_url)
+    config = lab_config(tmp_path, simulator.api_url)
     channel = caller_channel()
     started = assert_contract(run_agi(config, ["START", "_CONSENT", "confirm=3"], channel))
     assert started["VICIREC_RESULT"] == "OK" and started["VICIREC_ERROR"] == ""
@@ -75,7 +83,7 @@ def test_start_confirm_status_stop_confirm(tmp_path: Path, simulator: VicidialSi
 
 
 def test_start_without_confirm_reports_recording_unknown(tmp_path: Path, simulator: VicidialSimulator) -> None:
-    config = write_config(tmp_path, simulator.api_url)
+    config = lab_config(tmp_path, simulator.api_url)
     result = assert_contract(run_agi(config, ["START", "agent=1001"]))
     assert (result["VICIREC_RESULT"], result["VICIREC_RECORDING"], result["VICIREC_AGENT_SOURCE"]) == (
         "OK", "", "argument")
@@ -84,7 +92,7 @@ def test_start_without_confirm_reports_recording_unknown(tmp_path: Path, simulat
 
 def test_not_confirmed_when_the_agent_screen_never_acts(tmp_path: Path) -> None:
     with VicidialSimulator(screen_delay=None) as frozen:
-        config = write_config(tmp_path, frozen.api_url)
+        config = lab_config(tmp_path, frozen.api_url)
         began = time.monotonic()
         result = assert_contract(run_agi(config, ["START", "confirm=1"]))
         elapsed = time.monotonic() - began
@@ -94,7 +102,7 @@ def test_not_confirmed_when_the_agent_screen_never_acts(tmp_path: Path) -> None:
 
 
 def test_agent_not_logged_in_and_no_agent(tmp_path: Path, simulator: VicidialSimulator) -> None:
-    config = write_config(tmp_path, simulator.api_url)
+    config = lab_config(tmp_path, simulator.api_url)
     result = assert_contract(run_agi(config, ["STATUS", "agent=1003"]))
     assert (result["VICIREC_ERROR"], result["VICIREC_AGENT"]) == ("NOT_LOGGED_IN", "1003")
     stranger = caller_channel(call_id="V1123181500000000099")
@@ -109,14 +117,14 @@ def test_agent_not_logged_in_and_no_agent(tmp_path: Path, simulator: VicidialSim
     [["PAUSE"], ["START", "bogus=1"], ["STATUS", "agent=1000' OR '1'='1"], ["STOP", "confirm=x"]],
 )
 def test_bad_arguments(tmp_path: Path, simulator: VicidialSimulator, args: list[str]) -> None:
-    config = write_config(tmp_path, simulator.api_url)
+    config = lab_config(tmp_path, simulator.api_url)
     result = assert_contract(run_agi(config, args))
     assert (result["VICIREC_RESULT"], result["VICIREC_ERROR"]) == ("ERROR", "BAD_REQUEST")
     assert simulator.count() == 0
 
 
 def test_hostile_stage_is_sanitised(tmp_path: Path, simulator: VicidialSimulator) -> None:
-    config = write_config(tmp_path, simulator.api_url)
+    config = lab_config(tmp_path, simulator.api_url)
     result = assert_contract(run_agi(config, ["START", '_a|b"c\\d;STOP ñ', "agent=1000"]))
     assert (result["VICIREC_RESULT"], result["VICIREC_STAGE"]) == ("OK", "_abcd")
     (record,) = [r for r in simulator.requests if r.params.get("value") == "START"]
@@ -158,7 +166,7 @@ def test_caller_hangs_up_during_the_agi(tmp_path: Path) -> None:
     # SIGHUP arrives while vicirec waits for confirmation: the run finishes and the variables are
     # set on the dead channel, where the h extension reads them.
     with VicidialSimulator(screen_delay=0.5) as sim:
-        config = write_config(tmp_path, sim.api_url)
+        config = lab_config(tmp_path, sim.api_url)
         run = run_agi(config, ["START", "confirm=3", "agent=1000"], hangup=HangupPlan(after=0.6))
     result = assert_contract(run)
     assert run.agistatus == "HANGUP"
@@ -170,7 +178,7 @@ def test_caller_hangs_up_during_the_agi(tmp_path: Path) -> None:
 
 def test_agi_in_the_h_extension(tmp_path: Path, simulator: VicidialSimulator) -> None:
     channel = caller_channel(extension="h", hung_up=True)
-    config = write_config(tmp_path, simulator.api_url)
+    config = lab_config(tmp_path, simulator.api_url)
     result = assert_contract(run_agi(config, ["STATUS"], channel))
     assert result["VICIREC_RESULT"] == "OK"
 
@@ -189,10 +197,33 @@ raise SystemExit(agi.main())
 
 def test_stray_stdout_cannot_reach_asterisk(tmp_path: Path, simulator: VicidialSimulator) -> None:
     # fd 1 points at /dev/null once the AGI starts; the protocol writes to a private copy of it.
-    config = write_config(tmp_path, simulator.api_url)
+    config = lab_config(tmp_path, simulator.api_url)
     run = ASTERISK.run_process([sys.executable, "-c", STRAY_PRINTER], ["STATUS", "agent=1000"],
                                caller_channel(), env=agi_environment(config), timeout=20.0)
     result = assert_contract(run)
     assert result["VICIREC_RESULT"] == "OK"
     assert b"DEBUG" not in run.sent_by_script()
     assert not any(reply.startswith(b"510") for reply in run.replies())
+
+
+def test_an_earlier_discovery_is_not_taken_for_the_dialplan_s_choice(
+    tmp_path: Path, simulator: VicidialSimulator
+) -> None:
+    # Run 1 finds agent 1000 by call id and writes VICIREC_AGENT=1000. The call is then
+    # transferred: VICIdial gives agent 1002 the call id. Run 2 must find 1002, not reuse 1000.
+    config = lab_config(tmp_path, simulator.api_url)
+    channel = caller_channel()
+    first = assert_contract(run_agi(config, ["STATUS"], channel))
+    assert (first["VICIREC_AGENT"], first["VICIREC_AGENT_DISCOVERED"]) == ("1000", "1000")
+    with simulator.state.lock:
+        old, new = simulator.state.agent("1000"), simulator.state.agent("1002")
+        assert old is not None and new is not None
+        new.callerid, old.callerid = old.callerid, ""
+        new.status = "INCALL"
+    second = assert_contract(run_agi(config, ["STATUS"], channel))
+    assert (second["VICIREC_AGENT"], second["VICIREC_AGENT_SOURCE"]) == ("1002", "call_id")
+    # A value the dialplan sets itself is still its choice.
+    channel.variables["VICIREC_AGENT"] = "1001"
+    third = assert_contract(run_agi(config, ["STATUS"], channel))
+    assert (third["VICIREC_AGENT"], third["VICIREC_AGENT_SOURCE"], third["VICIREC_AGENT_DISCOVERED"]) == (
+        "1001", "channel_variable", "")

@@ -5,7 +5,11 @@ channel variable) are written by the dialplan author and win at once. The *disco
 what the channel knows (VICIdial's call id in CALLERID(name), the conference room, the bridge peer)
 and every one of them runs: if two name different agents the answer is ``NO_AGENT`` (ambiguous),
 never a guess. A caller chooses their own caller ID, so anything read from it is validated strictly
-before it is matched.
+before it is matched, and a match on it must be corroborated (:mod:`vicirec.corroboration`).
+
+This module holds the types and the chain; the resolvers themselves are in :mod:`vicirec.resolvers`,
+the lookup backends in :mod:`vicirec.directories` (http), :mod:`vicirec.mysql_directory` and
+:mod:`vicirec.cache` (the daemon's shared cache).
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ from vicirec.asterisk.codec import AgiEnvironment
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.errors import NoAgent
-from vicirec.request import AGENT_USER, Invocation
-from vicirec.vicidial.responses import is_call_id
+from vicirec.request import Invocation
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class ChannelView(Protocol):
 
 @dataclass
 class ResolveContext:
+    """One invocation's view for the resolvers: every read is done at most once, and only if asked."""
+
     invocation: Invocation
     environment: AgiEnvironment
     channel: ChannelView
@@ -62,6 +67,7 @@ class ResolveContext:
     deadline: Deadline
     config: Config
     _agents: Optional[Sequence[LiveAgent]] = field(default=None, repr=False)
+    _reads: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
 
     def live_agents(self) -> Sequence[LiveAgent]:
         """The logged-in agents, fetched once per invocation however many resolvers ask."""
@@ -69,12 +75,30 @@ class ResolveContext:
             self._agents = self.directory.logged_in_agents(self.deadline)
         return self._agents
 
+    def variable(self, name: str) -> str:
+        """A channel variable or function (``GET VARIABLE``), ``""`` when unset; read once."""
+        key = ("variable", name)
+        if key not in self._reads:
+            self._reads[key] = self.channel.variable(name) or ""
+        return self._reads[key]
+
+    def expression(self, expression: str) -> str:
+        """A dialplan expression on this channel (``GET FULL VARIABLE``, no 1023-byte cut); read once."""
+        key = ("expression", expression)
+        if key not in self._reads:
+            self._reads[key] = self.channel.expression(expression)
+        return self._reads[key]
+
 
 @dataclass(frozen=True)
 class Verdict:
+    """What one resolver concluded. ``refused``: it found a candidate (or several) and turned it
+    down; those reasons lead the ``NO_AGENT`` message."""
+
     resolver: str
     agent: Optional[str]
     reason: str
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,59 +113,6 @@ class Resolver(Protocol):
     explicit: bool
 
     def resolve(self, context: ResolveContext) -> Verdict: ...
-
-
-class ArgumentResolver:
-    name = "argument"
-    explicit = True
-
-    def resolve(self, context: ResolveContext) -> Verdict:
-        agent = context.invocation.agent
-        if agent is None:
-            return Verdict(self.name, None, "no agent= argument")
-        return Verdict(self.name, agent, "agent= argument")
-
-
-class ChannelVariableResolver:
-    name = "channel_variable"
-    explicit = True
-
-    def resolve(self, context: ResolveContext) -> Verdict:
-        variable = context.config.call.agent_variable
-        value = context.channel.variable(variable)
-        if not value:
-            return Verdict(self.name, None, f"{variable} is not set")
-        if not AGENT_USER.match(value):
-            return Verdict(self.name, None, f"{variable} does not hold a valid agent user")
-        return Verdict(self.name, value, f"channel variable {variable}")
-
-
-class CallIdResolver:
-    """VICIdial's call id in CALLERID(name), matched against the agents' current call ids."""
-
-    name = "call_id"
-    explicit = False
-
-    def resolve(self, context: ResolveContext) -> Verdict:
-        call_id = context.environment.known("agi_calleridname").strip()
-        if not call_id:
-            return Verdict(self.name, None, "no caller ID name")
-        if not is_call_id(call_id):
-            return Verdict(self.name, None, "caller ID name is not a VICIdial call id")
-        matches = sorted({agent.user for agent in context.live_agents() if agent.callerid == call_id})
-        if not matches:
-            return Verdict(self.name, None, "no logged-in agent is on this call id")
-        if len(matches) > 1:
-            return Verdict(self.name, None, f"call id matches {len(matches)} agents")
-        return Verdict(self.name, matches[0], "call id matches the agent's current call")
-
-
-def standard_resolvers() -> dict[str, Resolver]:
-    return {
-        "argument": ArgumentResolver(),
-        "channel_variable": ChannelVariableResolver(),
-        "call_id": CallIdResolver(),
-    }
 
 
 def resolve_agent(resolvers: Sequence[Resolver], context: ResolveContext) -> Resolution:
@@ -161,5 +132,7 @@ def resolve_agent(resolvers: Sequence[Resolver], context: ResolveContext) -> Res
     if len(found) > 1:
         names = ", ".join(f"{source}={agent}" for agent, source in sorted(found.items()))
         raise NoAgent(f"ambiguous: resolvers name different agents ({names})")
-    reasons = "; ".join(f"{v.resolver}: {v.reason}" for v in verdicts) or "no resolvers configured"
+    # Refusals first: VICIREC_MESSAGE is cut at 200 characters and they are what an admin must see.
+    ordered = sorted(verdicts, key=lambda v: not v.refused)
+    reasons = "; ".join(f"{v.resolver}: {v.reason}" for v in ordered) or "no resolvers configured"
     raise NoAgent(f"no agent found ({reasons})")

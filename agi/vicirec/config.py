@@ -39,6 +39,10 @@ class VicidialSettings:
     verify_tls: bool = True
     ca_bundle: str = ""
     max_response_bytes: int = 65536
+    # Circuit breaker (FastAGI daemon only): after this many UNREACHABLE/TIMEOUT failures in a row,
+    # answer UNREACHABLE at once for cool_down seconds, then let one probe through. 0 = no breaker.
+    failure_threshold: int = 5
+    cool_down: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class AgentSettings:
     map_file: str = ""
     cache_seconds: float = 1.0
     require_corroboration: bool = True
+    room_variable: str = "VICIREC_ROOM"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class LogSettings:
 class AuditSettings:
     path: str = ""
     caller_number: str = "hash"
+    # HMAC key for caller_number = "hash". Empty: a random key kept in "<path>.key" (mode 0600),
+    # made on first use. Set it (the same on every server) to compare hashes across servers.
+    hash_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -248,12 +256,21 @@ def _validate(config: Config) -> list[str]:
         raise ConfigError('agents.lookup must be "http" or "mysql"')
     if "static_map" in agents.resolvers and not agents.map_file:
         raise ConfigError("agents.resolvers names static_map but agents.map_file is empty")
+    if not agents.room_variable.replace("_", "").isalnum() or not agents.room_variable.isascii():
+        raise ConfigError("agents.room_variable must be a channel variable name")
+    if agents.cache_seconds > 10:
+        raise ConfigError("agents.cache_seconds must be at most 10 (about 1 is right)")
+    duplicated = sorted({name for name in agents.resolvers if agents.resolvers.count(name) > 1})
+    if duplicated:
+        raise ConfigError(f"agents.resolvers names {', '.join(duplicated)} more than once")
     if config.log.target not in ("file", "syslog", "stderr", "none"):
         raise ConfigError('log.target must be "file", "syslog", "stderr" or "none"')
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError('log.level must be "debug", "info", "warning" or "error"')
     if config.audit.caller_number not in ("hash", "mask", "clear", "omit"):
         raise ConfigError('audit.caller_number must be "hash", "mask", "clear" or "omit"')
+    if config.audit.hash_key and len(config.audit.hash_key) < 16:
+        raise ConfigError("audit.hash_key must be at least 16 characters (e.g. openssl rand -hex 32)")
     fastagi = config.fastagi
     if not 0 < fastagi.port < 65536:
         raise ConfigError("fastagi.port must be 1-65535")

@@ -42,10 +42,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             VicidialSimulator(screen_delay=options.screen_delay) as simulator:
         config = write_config(
             Path(workdir), simulator.api_url,
-            overrides={"audit": {"path": str(Path(workdir) / "audit.jsonl"), "caller_number": "mask"}},
+            overrides={
+                "audit": {"path": str(Path(workdir) / "audit.jsonl"), "caller_number": "mask"},
+                # Over the HTTP lookup nothing the caller cannot forge confirms a call id; the demo
+                # takes that trade-off explicitly, as an administrator would have to (README).
+                "agents": {"require_corroboration": False},
+            },
         )
         print(f"VICIdial simulator: {simulator.api_url} (agent 1000 on call {LAB_CALL_ID})")
-        print(f"AGI: {' '.join(process_agi_command())}  config: {config}\n")
+        print(f"AGI: {' '.join(process_agi_command())}  config: {config}")
+        print("Agent lookup: HTTP (non-agent API), call id accepted without corroboration\n")
         channel = caller_channel()
         asterisk = FakeAsterisk()
         failures = 0

@@ -1,17 +1,26 @@
-"""Lookup backends that list the logged-in agents (see :class:`vicirec.agents.AgentDirectory`)."""
+"""Lookup backends that list the logged-in agents (see :class:`vicirec.agents.AgentDirectory`).
+
+``http`` lives here; ``mysql`` in :mod:`vicirec.mysql_directory` (imported only when configured).
+"""
 
 from __future__ import annotations
 
 from vicirec.agents import LiveAgent
 from vicirec.deadline import Deadline
+from vicirec.errors import BadResponse
 from vicirec.vicidial.client import VicidialClient
+
+# non_agent_api.php answers an empty list with an error line, not with an empty body.
+_NO_AGENTS = "NO LOGGED IN AGENTS"
 
 
 class HttpDirectory:
     """The non-agent API's ``logged_in_agents``: user, session, status, lead id and call id.
 
-    It cannot see the customer leg's uniqueid or channel, so a match on the caller-controlled
-    call id cannot be corroborated through it (see README, "Finding the agent").
+    It goes through the same :class:`VicidialClient` as the recording commands (same session, TLS
+    settings, timeouts cut from the deadline, password redaction). It cannot see the customer leg's
+    uniqueid or channel, nor the agent's phone, so a match on the caller-controlled call id can be
+    corroborated only by the conference room (see README, "Finding the agent").
     """
 
     name = "http"
@@ -20,6 +29,12 @@ class HttpDirectory:
         self._client = client
 
     def logged_in_agents(self, deadline: Deadline) -> list[LiveAgent]:
+        try:
+            rows = self._client.logged_in_agents(deadline)
+        except BadResponse as error:
+            if error.raw is not None and _NO_AGENTS in error.raw:
+                return []
+            raise
         return [
             LiveAgent(
                 user=row.user,
@@ -28,5 +43,5 @@ class HttpDirectory:
                 lead_id=row.lead_id,
                 callerid=row.callerid,
             )
-            for row in self._client.logged_in_agents(deadline)
+            for row in rows
         ]

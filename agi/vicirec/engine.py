@@ -30,8 +30,10 @@ VARIABLE_NAMES = (
     "VICIREC_RESULT", "VICIREC_ERROR", "VICIREC_MESSAGE", "VICIREC_ACTION", "VICIREC_AGENT",
     "VICIREC_AGENT_SOURCE", "VICIREC_STAGE", "VICIREC_RECORDING", "VICIREC_RECORDING_ID",
     "VICIREC_FILENAME", "VICIREC_RECORDING_SERVER", "VICIREC_START_TIME", "VICIREC_AGENT_SERVER",
-    "VICIREC_SESSION_ID", "VICIREC_AGENT_STATUS",
+    "VICIREC_SESSION_ID", "VICIREC_AGENT_STATUS", "VICIREC_AGENT_DISCOVERED",
 )
+# Resolvers whose answer the dialplan chose; any other source is a discovery of vicirec's own.
+EXPLICIT_SOURCES = ("argument", "channel_variable")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Report:
             "VICIREC_AGENT_SERVER": fields.agent_server if fields else "",
             "VICIREC_SESSION_ID": fields.session_id if fields else "",
             "VICIREC_AGENT_STATUS": fields.agent_status if fields else "",
+            "VICIREC_AGENT_DISCOVERED": "" if self.agent_source in EXPLICIT_SOURCES else self.agent,
         }
         return [(name, _token_safe(name, values[name])) for name in VARIABLE_NAMES]
 

@@ -1,23 +1,39 @@
-"""How an invocation ends, for both transports: variables set, one summary event logged."""
+"""How an invocation ends, for both transports: audit record written, variables set, one summary
+event logged, in that order."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Optional
 
 from vicirec.asterisk.channel import AgiSession
 from vicirec.deadline import Deadline
 from vicirec.engine import Report
-from vicirec.errors import AgiError
+from vicirec.errors import AgiError, ErrorCode
+
+if TYPE_CHECKING:  # pragma: no cover - the audit module is imported only where one is configured
+    from vicirec.audit import AuditTrail
 
 # Writing the variables gets its own small budget: they matter most when the deadline is gone.
 REPORT_SECONDS = 2.0
 
 
 def finish_invocation(
-    session: AgiSession, report: Report, log: Any, *, transport: str, started: float
+    session: AgiSession,
+    report: Report,
+    log: Any,
+    *,
+    transport: str,
+    started: float,
+    audit: Optional[AuditTrail] = None,
 ) -> bool:
-    """Set the variables and log the one summary event every invocation ends with."""
+    """Write the audit record, set the variables, log the one summary event every invocation ends
+    with. Fail closed: when the audit record cannot be written the channel reads ERROR / INTERNAL,
+    whatever the action did, because a consent that cannot be proven must not read OK."""
+    audited: Optional[bool] = None
+    if audit is not None:
+        report, audited = audit_invocation(audit, session, report, log, transport=transport)
     reported = write_report(session, report)
     log.info(
         "invocation",
@@ -25,9 +41,42 @@ def finish_invocation(
         **report.log_fields(),
         hung_up=session.hung_up,
         variables_set=reported,
+        audited=audited,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
     )
     return reported
+
+
+def audit_invocation(
+    audit: AuditTrail, session: AgiSession, report: Report, log: Any, *, transport: str
+) -> tuple[Report, bool]:
+    """The report to set (downgraded when the record could not be written) and whether it was."""
+    try:
+        audit.record(report, session.environment, transport=transport)
+    except Exception as error:  # any failure at all: fail closed
+        log.exception(
+            "audit_write_failed",
+            path=audit.path,
+            error=str(error),
+            error_type=error.__class__.__name__,
+            action=report.action,
+            agent=report.agent,
+            original_result="OK" if report.ok else "ERROR",
+            original_error=report.error.value if report.error else "",
+            original_message=report.message,
+        )
+        return audit_failed_report(report, error), False
+    return report, True
+
+
+def audit_failed_report(report: Report, error: BaseException) -> Report:
+    before = "OK" if report.ok else f"ERROR {report.error.value if report.error else ''}".rstrip()
+    return replace(
+        report,
+        ok=False,
+        error=ErrorCode.INTERNAL,
+        message=f"the audit trail could not be written; the action itself ended {before} ({error})",
+    )
 
 
 def write_report(session: AgiSession, report: Report) -> bool:

@@ -6,14 +6,15 @@ from typing import Any, Optional
 
 import requests
 
-from vicirec.agents import Resolver, standard_resolvers
+from vicirec.agents import Resolver
 from vicirec.asterisk.channel import AgiSession
 from vicirec.config import Config
 from vicirec.deadline import Deadline
-from vicirec.directories import HttpDirectory
 from vicirec.engine import RecordingService
 from vicirec.errors import ConfigError
+from vicirec.lookups import build_directory
 from vicirec.redaction import Redactor
+from vicirec.resolvers import standard_resolvers
 from vicirec.vicidial.client import VicidialClient
 
 
@@ -31,8 +32,10 @@ class SessionChannelView:
         return self._session.get_full_variable(expression, self._deadline, channel)
 
 
-def build_resolvers(config: Config) -> list[Resolver]:
-    available = standard_resolvers()
+def build_resolvers(config: Config, *, server_ip: str = "") -> list[Resolver]:
+    """The configured chain, in order. ``server_ip``: this Asterisk server, when the lookup tells
+    servers apart (mysql: ``VARserver_ip``), so rooms and phones of other servers never match."""
+    available = standard_resolvers(config, server_ip=server_ip)
     missing = [name for name in config.agents.resolvers if name not in available]
     if missing:
         raise ConfigError(f"resolver(s) not available in this build: {', '.join(missing)}")
@@ -40,16 +43,24 @@ def build_resolvers(config: Config) -> list[Resolver]:
 
 
 def build_service(
-    config: Config, *, session: Optional[requests.Session] = None, logger: Any = None
+    config: Config,
+    *,
+    session: Optional[requests.Session] = None,
+    logger: Any = None,
+    daemon: bool = False,
 ) -> RecordingService:
-    redactor = Redactor([config.vicidial.password])
-    client = VicidialClient(config, session=session, redactor=redactor)
+    """``daemon=True`` (the FastAGI daemon: one service for every session) adds the short-lived
+    shared cache of the agent lookup (``agents.cache_seconds``)."""
+    secrets = [config.vicidial.password]
+    client = VicidialClient(config, session=session, redactor=Redactor(secrets))
+    directory, server_ip = build_directory(config, client, secrets, daemon=daemon)
+    redactor = Redactor(secrets)
 
     def stage_changed(change: Any) -> None:
         if logger is not None:
             logger.warning("stage_sanitised", requested=change["requested"], sent=change["sent"])
 
     return RecordingService(
-        config, client, HttpDirectory(client), build_resolvers(config),
+        config, client, directory, build_resolvers(config, server_ip=server_ip),
         redactor=redactor, on_stage_changed=stage_changed,
     )

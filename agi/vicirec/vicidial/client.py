@@ -8,6 +8,9 @@ body read with a byte cap, and a retry policy that never risks a second recordin
 * START is retried only when the request provably never reached VICIdial (connection refused,
   name resolution failure, connect timeout): each START that arrives can start one more recording;
 * STATUS, STOP and the lookups are retried on any transient fault while time remains.
+
+The FastAGI daemon passes a :class:`~vicirec.breaker.CircuitBreaker`: every attempt asks it first,
+and while VICIdial is known to be down the answer is an immediate ``Unreachable``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import requests
 import urllib3.exceptions
 
 from vicirec import __version__
+from vicirec.breaker import CircuitBreaker
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.errors import BadResponse, Unreachable, VicidialError, VicidialTimeout
@@ -33,6 +37,8 @@ from vicirec.vicidial.responses import Action, AgentStatus, LoggedInAgent, Recor
 _MIN_ATTEMPT_SECONDS = 0.05
 _BACKOFF_SECONDS = (0.05, 0.2, 0.5, 1.0)
 _R = TypeVar("_R")
+# Lines kept in errors and logs are cut to this, always after the password has been masked.
+RAW_MAX_CHARS = 300
 
 
 class Retry(enum.Enum):
@@ -44,11 +50,14 @@ class Retry(enum.Enum):
 class _Attempt(Exception):
     """A failed attempt: the error to report, and whether the request may have reached VICIdial."""
 
-    def __init__(self, error: VicidialError, *, maybe_sent: bool, transient: bool = True) -> None:
+    def __init__(
+        self, error: VicidialError, *, maybe_sent: bool, transient: bool = True, attempted: bool = True
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.maybe_sent = maybe_sent
         self.transient = transient
+        self.attempted = attempted  # False: given up before trying (tells nothing about VICIdial)
 
     def retryable(self, rule: Retry) -> bool:
         if rule is Retry.NEVER or not self.transient:
@@ -77,8 +86,10 @@ class VicidialClient:
         session: Optional[requests.Session] = None,
         redactor: Optional[Redactor] = None,
         sleep: Callable[[float], None] = time.sleep,
+        breaker: Optional[CircuitBreaker] = None,
     ) -> None:
         self._settings = config.vicidial
+        self._breaker = breaker
         self._api_url = config.vicidial.api_url
         self._non_agent_api_url = config.non_agent_api_url
         self._session = session or make_session()
@@ -127,26 +138,53 @@ class VicidialClient:
             # The parsers mask the echo shapes they know; mask the literal password on top.
             error.message = self._redactor.text(error.message)
             error.args = (error.message,)
-            error.raw = self._redactor.text(error.raw) if error.raw is not None else None
+            error.raw = self._redactor.text(error.raw)[:RAW_MAX_CHARS] if error.raw is not None else None
             raise
 
     def _post(self, url: str, form: Mapping[str, str], deadline: Deadline, rule: Retry) -> bytes:
         attempt = 0
+        last: Optional[_Attempt] = None
         while True:
             try:
-                return self._post_once(url, form, deadline)
+                return self._post_guarded(url, form, deadline)
             except _Attempt as failed:
+                if not failed.attempted and last is not None:
+                    # The back-off overran what was left: report the fault that made us retry
+                    # (UNREACHABLE stays UNREACHABLE), not "no time left".
+                    raise last.error from None
+                last = failed
                 pause = _BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)]
                 attempt += 1
                 if not failed.retryable(rule) or deadline.remaining() < pause + _MIN_ATTEMPT_SECONDS:
                     raise failed.error from None
                 self._sleep(pause)
 
+    def _post_guarded(self, url: str, form: Mapping[str, str], deadline: Deadline) -> bytes:
+        """One attempt, past the circuit breaker when there is one (it raises Unreachable when open)."""
+        breaker = self._breaker
+        if breaker is None:
+            return self._post_once(url, form, deadline)
+        permit = breaker.acquire()
+        try:
+            body = self._post_once(url, form, deadline)
+        except _Attempt as failed:
+            if failed.attempted:
+                breaker.report(permit, failed.error)
+            else:
+                breaker.release(permit)
+            raise
+        except BaseException:
+            breaker.release(permit)
+            raise
+        breaker.report(permit, None)
+        return body
+
     def _post_once(self, url: str, form: Mapping[str, str], deadline: Deadline) -> bytes:
         connect = deadline.cut(self._settings.connect_timeout)
         read = deadline.cut(self._settings.read_timeout)
         if connect < _MIN_ATTEMPT_SECONDS:
-            raise _Attempt(VicidialTimeout("no time left to ask VICIdial"), maybe_sent=False, transient=False)
+            raise _Attempt(VicidialTimeout("no time left to ask VICIdial"), maybe_sent=False, transient=False,
+                           attempted=False)
         self.requests_sent += 1
         try:
             response = self._session.post(
@@ -176,7 +214,7 @@ class VicidialClient:
             if response.status_code != 200:
                 raise _Attempt(
                     BadResponse(f"VICIdial answered HTTP {response.status_code}",
-                                raw=self._redactor.text(body[:200].decode("utf-8", "replace"))),
+                                raw=self._redactor.text(body.decode("utf-8", "replace"))[:RAW_MAX_CHARS]),
                     maybe_sent=True, transient=response.status_code >= 500,
                 )
             return body

@@ -212,7 +212,7 @@ def raise_for_error(line: ResultLine) -> NoReturn:
     elif "CALL NOT FOUND" in reason:
         error = NoAgent("VICIdial knows no such call id", raw=line.raw)
     else:
-        error = BadResponse(f"unknown VICIdial error {reason[:60]!r}", raw=line.raw)
+        error = BadResponse(f"unknown VICIdial error {reason!r}", raw=line.raw)
     raise error
 
 
@@ -282,6 +282,8 @@ def _describe_unexpected(body: bytes) -> str:
     return "VICIdial's answer holds no SUCCESS/NOTICE/ERROR line"
 
 
-def _preview(body: bytes, limit: int = 200) -> str:
-    return body[:limit].decode("utf-8", "replace")
+def _preview(body: bytes) -> str:
+    # Not cut here: a cut made before the password is masked could leave a prefix of it behind.
+    # The HTTP edge masks the literal password, then cuts.
+    return body.decode("utf-8", "replace")
 

@@ -1,0 +1,90 @@
+"""What this channel knows about its call, read lazily through a :class:`ResolveContext`.
+
+Every value is classified by who controls it: the caller (``CALLERID(name)``: anything they like,
+so it is validated strictly and never trusted alone), the dialplan author (the room variable) or
+Asterisk itself (the channel name, uniqueid, linkedid, ``BRIDGEPEER``, the conference's party list).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from vicirec.agents import ResolveContext
+from vicirec.devices import Device, devices_of_channels, is_party, same_call_leg, split_channel_list
+
+# VICIdial's call id: one capital letter, 9 time digits, the 10-digit zero-padded lead id. ASCII only,
+# the whole value (fullmatch: a trailing newline, a space or a second id never slip through).
+_CALL_ID = re.compile(r"[A-Z][0-9]{19}", re.ASCII)
+# conf_exten: digits, as VICIdial numbers its conference rooms (8600051). Also keeps the room safe to
+# place inside the CONFBRIDGE_CHANNELS(parties,<room>) expression.
+_ROOM = re.compile(r"[0-9]{1,20}", re.ASCII)
+
+
+def strict_call_id(value: str) -> Optional[str]:
+    """``value`` when it is exactly a VICIdial call id, else ``None``."""
+    return value if _CALL_ID.fullmatch(value) else None
+
+
+def lead_id_of(call_id: str) -> int:
+    """The lead id inside a (valid) call id."""
+    return int(call_id[10:])
+
+
+def caller_call_id(context: ResolveContext) -> tuple[Optional[str], str]:
+    """The call id in CALLERID(name) (caller-controlled!), or ``None`` and why not."""
+    name = context.environment.known("agi_calleridname")
+    if not name:
+        return None, "no caller ID name"
+    if strict_call_id(name) is None:
+        return None, "caller ID name is not a VICIdial call id"
+    return name, ""
+
+
+@dataclass(frozen=True)
+class Room:
+    """The conference room this channel is verifiably in, or why it is not known."""
+
+    number: Optional[str]
+    reason: str
+    turned_down: bool = False  # a room was named, but this channel is not (or no longer) in it
+
+
+def confirmed_room(context: ResolveContext) -> Room:
+    """The room named by the dialplan's room variable, if Asterisk lists this channel as a party.
+
+    The variable (``agents.room_variable``) is set by dialplan before ``ConfBridge()``; it stays on
+    the channel after the caller leaves the conference, so the room counts only while
+    ``CONFBRIDGE_CHANNELS(parties,<room>)`` still names this channel.
+    """
+    variable = context.config.agents.room_variable
+    value = context.variable(variable)
+    if not value:
+        return Room(None, f"{variable} is not set")
+    if not _ROOM.fullmatch(value):
+        return Room(None, f"{variable} is not a conference number (digits only)")
+    parties = split_channel_list(context.expression(f"${{CONFBRIDGE_CHANNELS(parties,{value})}}"))
+    if not parties:
+        return Room(None, f"ConfBridge lists no parties in room {value}")
+    own = context.environment.channel
+    if not any(same_call_leg(own, party) for party in parties):
+        return Room(None, f"this channel is not a party of ConfBridge room {value}", turned_down=True)
+    return Room(value, "")
+
+
+def bridge_parties(context: ResolveContext) -> list[str]:
+    """The other channels on this call (``BRIDGEPEER``; a comma list in a conference), people only."""
+    own = context.environment.channel
+    peers = split_channel_list(context.expression("${BRIDGEPEER}"))
+    return [peer for peer in peers if is_party(peer) and not same_call_leg(peer, own)]
+
+
+def call_devices(context: ResolveContext) -> list[Device]:
+    """The phones on this call: the bridge parties', then this channel's own (the agent may press)."""
+    return devices_of_channels([*bridge_parties(context), context.environment.channel])
+
+
+def linkedid(context: ResolveContext) -> str:
+    """``CHANNEL(linkedid)``: the uniqueid of the call's first channel (Asterisk-controlled)."""
+    return context.variable("CHANNEL(linkedid)")

@@ -1,0 +1,71 @@
+"""Does anything the caller cannot forge tie this channel to the agent a caller-supplied id named?
+
+``call_id`` and ``lead_id`` match on CALLERID(name), which an inbound caller sets to anything,
+including another live call's VICIdial id. Such a match stands only when an Asterisk- or
+VICIdial-controlled fact agrees (first match wins, cheapest first):
+
+* ``uniqueid``: the agent row's ``uniqueid`` is this channel's ``agi_uniqueid`` or ``CHANNEL(linkedid)``;
+* ``channel``: the agent row's ``channel`` is this channel (either half of a Local channel);
+* ``room``: the agent's ``conf_exten`` is the ConfBridge room this channel is verifiably a party of;
+* ``bridge``: the agent's phone (``extension``) is bridged with this channel.
+
+A fact counts only where both sides hold a value. If at least one could be checked and none
+agrees, the match is *contradicted* and always refused. If none could be checked (the HTTP lookup
+reports no uniqueid, channel or phone), it is *uncorroborated*: refused unless
+``agents.require_corroboration = false``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from vicirec.agents import LiveAgent, ResolveContext
+from vicirec.call_facts import bridge_parties, call_devices, confirmed_room, linkedid
+from vicirec.devices import device_of_extension, same_call_leg
+
+
+class Support(str, enum.Enum):
+    CONFIRMED = "confirmed"
+    CONTRADICTED = "contradicted"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Corroboration:
+    support: Support
+    detail: str  # which fact confirmed, or which ones disagreed
+
+
+def corroborate(agent: LiveAgent, context: ResolveContext) -> Corroboration:
+    checked: list[str] = []
+    environment = context.environment
+    if agent.uniqueid:
+        if agent.uniqueid == environment.uniqueid:
+            return Corroboration(Support.CONFIRMED, "the agent's call has this channel's uniqueid")
+        linked = linkedid(context)
+        if linked and agent.uniqueid == linked:
+            return Corroboration(Support.CONFIRMED, "the agent's call has this call's linkedid")
+        checked.append("uniqueid")
+    if agent.channel:
+        if same_call_leg(agent.channel, environment.channel):
+            return Corroboration(Support.CONFIRMED, "the agent's call is on this channel")
+        checked.append("channel")
+    if agent.session_id:
+        room = confirmed_room(context)
+        if room.number is not None:
+            if room.number == agent.session_id:
+                return Corroboration(Support.CONFIRMED, f"this channel is in the agent's room {room.number}")
+            checked.append("room")
+    phone = device_of_extension(agent.extension) if agent.extension else None
+    if phone is not None and bridge_parties(context):
+        if any(device.key == phone.key for device in call_devices(context)):
+            return Corroboration(Support.CONFIRMED, f"the agent's phone {phone} is on this call")
+        checked.append("bridge")
+    if checked:
+        return Corroboration(Support.CONTRADICTED, "the agent's call has a different " + ", ".join(checked))
+    return Corroboration(
+        Support.UNAVAILABLE,
+        f"the {context.directory.name} lookup cannot corroborate it (it reports no uniqueid, channel or "
+        "phone, and this channel is in no verified ConfBridge room)",
+    )

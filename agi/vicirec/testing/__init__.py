@@ -1,0 +1,1 @@
+"""Reusable test doubles: VICIdial simulator, fake Asterisk."""

@@ -1,0 +1,441 @@
+"""deploy/install.sh, run for real into temporary roots, and the files it installs.
+
+The installer is run twice into one root (the second run must change nothing an admin owns), once
+more with non-default paths, and once with --no-systemd. The venv is built offline: the test picks
+an interpreter whose base installation has setuptools>=61 and wheel (Debian's /usr/bin/python3 with
+python3-wheel is the usual one; the test runner's own venv has no ``wheel``), creates the venv with
+--venv-system-site-packages and installs with ``--no-deps --no-build-isolation --no-index``.
+"""
+
+from __future__ import annotations
+
+import functools
+import grp
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALL = REPO / "deploy" / "install.sh"
+UNIT = REPO / "deploy" / "vicirec-fastagi.service"
+TEMPLATE = REPO / "deploy" / "vicirec.toml.example"
+OFFLINE_PIP = "--no-deps --no-build-isolation --no-index"
+
+pytestmark = pytest.mark.slow
+
+_BACKEND_CHECK = (
+    "import ensurepip, venv, setuptools, wheel, sys; "
+    "sys.exit(int(setuptools.__version__.split('.')[0]) < 61)"
+)
+
+
+def _base_interpreter(python: str) -> Optional[str]:
+    res = subprocess.run(
+        [python, "-c", "import sys; print(getattr(sys, '_base_executable', sys.executable))"],
+        check=False, capture_output=True, text=True, timeout=30,
+    )
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+@functools.cache
+def pick_python() -> tuple[str, tuple[str, ...]]:
+    """(interpreter for --python, extra installer options) that build the package offline."""
+    for candidate in (sys.executable, "/usr/bin/python3", shutil.which("python3") or ""):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        base = _base_interpreter(candidate)
+        if not base:
+            continue
+        ok = subprocess.run([base, "-I", "-c", _BACKEND_CHECK], check=False, capture_output=True, timeout=30)
+        if ok.returncode == 0:
+            return candidate, ("--venv-system-site-packages", "--pip-args", OFFLINE_PIP)
+    # No offline build backend anywhere: let pip fetch setuptools/wheel for the isolated build.
+    return sys.executable, ("--pip-args", "--no-deps")
+
+
+@dataclass
+class Run:
+    root: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_installer(root: Path, *options: str, check: bool = True) -> Run:
+    python, py_options = pick_python()
+    args = ["bash", str(INSTALL), "--root", str(root), "--python", python, *py_options, *options]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHON"))}
+    started = time.monotonic()
+    res = subprocess.run(args, check=False, capture_output=True, text=True, timeout=300, env=env)
+    run = Run(root, res.returncode, res.stdout, res.stderr, time.monotonic() - started)
+    if check:
+        assert run.returncode == 0, f"installer failed ({res.returncode}):\n{run.output}"
+    return run
+
+
+def current_group() -> str:
+    return grp.getgrgid(os.getgid()).gr_name
+
+
+@dataclass
+class Installed:
+    first: Run
+    second: Run
+    marker: str
+    agi_after_first: bytes
+
+    @property
+    def root(self) -> Path:
+        return self.first.root
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    root = tmp_path_factory.mktemp("root")
+    first = run_installer(root)  # default --group asterisk (absent here: a warning, no chgrp)
+    agi = (root / "var/lib/asterisk/agi-bin/vicirec.agi").read_bytes()
+    marker = "# admin edit: must survive a re-install\n"
+    with (root / "etc/vicirec/vicirec.toml").open("a", encoding="utf-8") as fh:
+        fh.write(marker)
+    second = run_installer(root)
+    return Installed(first, second, marker, agi)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def shebang(path: Path) -> list[str]:
+    first = path.read_bytes().split(b"\n", 1)[0].decode()
+    assert first.startswith("#!")
+    return first[2:].split()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_help_lists_every_option() -> None:
+    res = subprocess.run(["bash", str(INSTALL), "--help"], check=False, capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 0
+    for option in ("--root", "--prefix", "--python", "--agi-bin", "--asterisk-etc", "--config-dir", "--group",
+                   "--source", "--pip-args", "--with-mysql", "--no-systemd", "--venv-system-site-packages"):
+        assert option in res.stdout, option
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--prefix"], ["--prefix", "relative/path"],
+                                  ["--source", "/nonexistent-vicirec-src"],
+                                  ["--prefix", "/opt/with space"]])
+def test_bad_options_fail_before_touching_anything(tmp_path: Path, args: list[str]) -> None:
+    res = subprocess.run(["bash", str(INSTALL), "--root", str(tmp_path / "r"), *args], check=False,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0
+    assert "error" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_installer_is_strict_bash() -> None:
+    head = INSTALL.read_text(encoding="utf-8").splitlines()[:10]
+    assert head[0] == "#!/usr/bin/env bash"
+    assert "set -euo pipefail" in head
+    assert os.access(INSTALL, os.X_OK)
+
+
+def test_shellcheck_clean() -> None:
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    res = subprocess.run(["shellcheck", str(INSTALL)], check=False, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_venv_created_with_the_package(installed: Installed) -> None:
+    venv = installed.root / "opt/vicirec/venv"
+    assert (venv / "pyvenv.cfg").is_file()
+    assert (venv / "bin/python3").exists()
+    assert (venv / "bin/vicirec").is_file()
+    assert (venv / "bin/vicirec-agi").is_file()
+    assert "creating the virtualenv" in installed.first.stdout
+
+
+def test_agi_wrapper_has_an_absolute_interpreter_and_no_env(installed: Installed) -> None:
+    agi = installed.root / "var/lib/asterisk/agi-bin/vicirec.agi"
+    assert mode(agi) == 0o755
+    words = shebang(agi)
+    assert words == ["/opt/vicirec/venv/bin/python3", "-I"]
+    assert "env" not in Path(words[0]).name
+    body = agi.read_text(encoding="utf-8")
+    assert "from vicirec.process_agi import main\nraise SystemExit(main())\n" in body
+    compile(body, str(agi), "exec")
+    assert not (installed.root / "usr/bin/env").exists()
+
+
+def test_shebang_interpreter_runs_import_vicirec(installed: Installed) -> None:
+    interp = installed.root / shebang(installed.root / "var/lib/asterisk/agi-bin/vicirec.agi")[0].lstrip("/")
+    code = "import vicirec, sys; print(vicirec.__file__); print(sys.prefix)"
+    res = subprocess.run([str(interp), "-I", "-c", code],
+                         check=False, capture_output=True, text=True, timeout=60, cwd="/")
+    assert res.returncode == 0, res.stderr
+    module_file, prefix = res.stdout.split()
+    # the installed copy, not the repository's source tree
+    assert Path(module_file).is_relative_to(installed.root / "opt/vicirec/venv")
+    assert Path(prefix) == installed.root / "opt/vicirec/venv"
+    ok = subprocess.run([str(interp), "-I", "-c", "import vicirec.process_agi"], check=False,
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+
+
+ENV_BLOCK = [
+    ("agi_request", "vicirec.agi"), ("agi_channel", "PJSIP/1000-00000001"), ("agi_language", "en"),
+    ("agi_type", "PJSIP"), ("agi_uniqueid", "1795459445.24"), ("agi_version", "22.10.1"),
+    ("agi_callerid", "5551234"), ("agi_calleridname", "V1123181500000000001"), ("agi_callingpres", "0"),
+    ("agi_callingani2", "0"), ("agi_callington", "0"), ("agi_callingtns", "0"), ("agi_dnid", "unknown"),
+    ("agi_rdnis", "unknown"), ("agi_context", "vicirec"), ("agi_extension", "run"), ("agi_priority", "20"),
+    ("agi_enhanced", "0.0"), ("agi_accountcode", ""), ("agi_threadid", "1"),
+    ("agi_arg_1", "START"), ("agi_arg_2", "_CONSENT"), ("agi_arg_3", "confirm=3"),
+]
+
+
+def test_installed_agi_speaks_agi_end_to_end(installed: Installed, tmp_path: Path) -> None:
+    """Run vicirec.agi the way Asterisk does (argv + env block on stdin, replies to each command).
+
+    The staged venv was installed with --no-deps; a .pth file lends it this test run's own
+    site-packages for the dependencies. With no config file the AGI must still report, and exit 0.
+    """
+    venv = installed.root / "opt/vicirec/venv"
+    purelib = subprocess.run([str(venv / "bin/python3"), "-I", "-c",
+                              "import sysconfig, sys; print(sysconfig.get_paths()['purelib']); "
+                              "print('{}.{}'.format(*sys.version_info[:2]))"],
+                             check=True, capture_output=True, text=True, timeout=60).stdout.split()
+    if purelib[1] != "{}.{}".format(*sys.version_info[:2]):
+        pytest.skip(f"the staged venv is Python {purelib[1]}, this test run {sys.version_info[:2]}")
+    bridge = Path(purelib[0]) / "zz_test_bridge.pth"
+    bridge.write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    try:
+        agi = installed.root / "var/lib/asterisk/agi-bin/vicirec.agi"
+        env = {"PATH": "/usr/bin:/bin", "VICIREC_CONFIG": str(tmp_path / "missing.toml"),
+               "AST_AGI_DIR": str(agi.parent)}
+        proc = subprocess.Popen([str(venv / "bin/python3"), "-I", str(agi), "START", "_CONSENT", "confirm=3"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, cwd="/")
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(("".join(f"{k}: {v}\n" for k, v in ENV_BLOCK) + "\n").encode())
+        proc.stdin.flush()
+        commands = []
+        for line in proc.stdout:
+            commands.append(line.decode().rstrip("\n"))
+            proc.stdin.write(b"200 result=1\n")
+            proc.stdin.flush()
+            assert len(commands) < 200
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        bridge.unlink()
+    sets = dict(re.findall(r'^SET VARIABLE (\w+) "(.*)"$', "\n".join(commands), re.MULTILINE))
+    assert sets.get("VICIREC_RESULT") == "ERROR", commands
+    assert sets.get("VICIREC_ERROR") == "CONFIG", commands
+
+
+def test_config_installed_private_and_complete(installed: Installed) -> None:
+    conf_dir = installed.root / "etc/vicirec"
+    conf = conf_dir / "vicirec.toml"
+    assert mode(conf_dir) == 0o750
+    assert mode(conf) == 0o640
+    assert conf.stat().st_uid == os.getuid()
+    try:
+        asterisk_gid: Optional[int] = grp.getgrnam("asterisk").gr_gid
+    except KeyError:
+        asterisk_gid = None
+    if os.getuid() == 0 and asterisk_gid is not None:
+        assert conf.stat().st_gid == asterisk_gid
+    else:
+        assert conf.stat().st_gid == os.getgid()
+        assert "group ownership" in installed.first.stderr or "group 'asterisk' does not exist" in \
+            installed.first.stderr
+    assert conf.read_text(encoding="utf-8").startswith(TEMPLATE.read_text(encoding="utf-8"))
+    assert (conf_dir / "vicirec.toml.example").read_bytes() == TEMPLATE.read_bytes()
+    assert "vicirec.toml from the template" in installed.first.stdout
+
+
+def test_second_run_keeps_the_admins_config_and_is_idempotent(installed: Installed) -> None:
+    conf = installed.root / "etc/vicirec/vicirec.toml"
+    assert conf.read_text(encoding="utf-8").endswith(installed.marker)
+    assert mode(conf) == 0o640
+    assert "kept the existing" in installed.second.stdout
+    assert "using the existing virtualenv" in installed.second.stdout
+    agi = installed.root / "var/lib/asterisk/agi-bin/vicirec.agi"
+    assert agi.read_bytes() == installed.agi_after_first
+    lib = installed.root / "etc/asterisk"
+    assert not list(lib.glob("extensions_vicirec.conf.*.bak"))  # unchanged library: no backup
+
+
+def test_dialplan_library_and_examples_installed_and_include_printed(installed: Installed) -> None:
+    etc = installed.root / "etc/asterisk"
+    library = (REPO / "dialplan/extensions_vicirec.conf").read_bytes()
+    assert (etc / "extensions_vicirec.conf").read_bytes() == library
+    shipped = sorted(p.name for p in (REPO / "dialplan/examples").iterdir() if p.is_file())
+    assert sorted(p.name for p in (etc / "vicirec-examples").iterdir()) == shipped
+    assert "#include extensions_vicirec.conf" in installed.first.stdout
+    assert not (etc / "extensions.conf").exists()  # printed, never edited
+
+
+def test_rerun_with_no_systemd_and_an_existing_include(installed: Installed) -> None:
+    ext = installed.root / "etc/asterisk/extensions.conf"
+    ext.write_text("[globals]\n#include extensions_vicirec.conf\n", encoding="utf-8")
+    unit = installed.root / "etc/systemd/system/vicirec-fastagi.service"
+    unit_mtime = unit.stat().st_mtime_ns
+    try:
+        run = run_installer(installed.root, "--no-systemd")
+    finally:
+        ext.unlink()
+    assert "already includes extensions_vicirec.conf" in run.stdout
+    assert "vicirec-fastagi.service" not in run.output
+    assert "systemctl" not in run.stdout
+    assert unit.stat().st_mtime_ns == unit_mtime
+
+
+def test_log_and_state_dirs_and_logrotate(installed: Installed) -> None:
+    for d in ("var/log/vicirec", "var/lib/vicirec"):
+        assert mode(installed.root / d) == 0o2770, d
+    rotate = (installed.root / "etc/logrotate.d/vicirec").read_text(encoding="utf-8")
+    assert "/var/log/vicirec/*.log" in rotate
+    assert re.search(r"^\s*create 06[64]0 asterisk asterisk$", rotate, re.MULTILINE)
+    assert "systemctl reload vicirec-fastagi.service" in rotate
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+HARDENING = {
+    "Type": "notify",
+    "ExecStart": "/opt/vicirec/venv/bin/vicirec serve --config /etc/vicirec/vicirec.toml",
+    "ExecReload": "/bin/kill -HUP $MAINPID",
+    "User": "vicirec",
+    "Group": "vicirec",
+    "SupplementaryGroups": "asterisk",
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectControlGroups": "yes",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "ReadWritePaths": "/var/log/vicirec /var/lib/vicirec",
+    "CapabilityBoundingSet": "",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "RestrictRealtime": "yes",
+    "SystemCallArchitectures": "native",
+    "Restart": "on-failure",
+    "RestartSec": "2",
+    "TimeoutStopSec": "20",
+    "KillMode": "mixed",
+    "LimitNOFILE": "65536",
+}
+
+
+def test_unit_installed_with_the_hardening(installed: Installed) -> None:
+    unit = installed.root / "etc/systemd/system/vicirec-fastagi.service"
+    assert unit.read_bytes() == UNIT.read_bytes()  # default paths: installed as shipped
+    settings = unit_settings(unit.read_text(encoding="utf-8"))
+    for key, value in HARDENING.items():
+        assert settings.get(key) == [value], f"{key}: {settings.get(key)}"
+    assert settings["WantedBy"] == ["multi-user.target"]
+    # never started or enabled by the installer
+    assert not (installed.root / "etc/systemd/system/multi-user.target.wants").exists()
+    assert "systemctl enable --now vicirec-fastagi.service" in installed.first.stdout
+
+
+def test_unit_passes_systemd_analyze_verify(installed: Installed) -> None:
+    tool = shutil.which("systemd-analyze")
+    if not tool:
+        pytest.skip("systemd-analyze is not installed")
+    unit = installed.root / "etc/systemd/system/vicirec-fastagi.service"
+    res = subprocess.run([tool, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60)
+    complaints = []
+    for line in (res.stdout + res.stderr).splitlines():
+        # the daemon's binary lives at the final path, which does not exist on this machine
+        m = re.search(r"Command (\S+) is not executable: No such file or directory", line)
+        if m and not Path(m.group(1)).exists():
+            continue
+        if line.strip():
+            complaints.append(line)
+    assert complaints == [], "\n".join(complaints)
+    security = subprocess.run([tool, "security", "--offline=yes", str(unit)], check=False,
+                              capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout + security.stderr)
+    if m:  # systemd >= 250
+        assert float(m.group(1)) <= 3.0, security.stdout[-2000:]
+
+
+def test_template_names_every_key_with_a_comment() -> None:
+    try:
+        import tomllib  # noqa: PLC0415
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]  # noqa: PLC0415
+
+    data = tomllib.loads(TEMPLATE.read_text(encoding="utf-8"))
+    expected = {
+        "vicidial": {"api_url", "non_agent_api_url", "user", "password", "source", "connect_timeout",
+                     "read_timeout", "verify_tls", "ca_bundle", "max_response_bytes"},
+        "call": {"deadline", "confirm", "confirm_poll_interval", "agent_variable"},
+        "agents": {"resolvers", "lookup", "astguiclient_conf", "map_file", "cache_seconds",
+                   "require_corroboration"},
+        "log": {"target", "path", "level", "syslog_address", "syslog_facility"},
+        "audit": {"path", "caller_number"},
+        "fastagi": {"host", "port", "max_sessions", "session_deadline", "env_timeout", "max_line_bytes",
+                    "allow", "grace_seconds"},
+    }
+    assert {k: set(v) for k, v in data.items()} == expected
+    # every group of key lines is preceded by a comment explaining it
+    lines = TEMPLATE.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\w+ = ", line) and not re.match(r"^\w+ = ", lines[i - 1]):
+            assert lines[i - 1].startswith("#"), f"line {i + 1} {line!r} has no comment above it"
+    try:
+        from vicirec.config import config_from_mapping  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the package is not importable in this environment
+        return
+    config_from_mapping(data)  # the template is a valid config as shipped
+
+
+def test_custom_paths_reach_the_shebang_the_unit_and_the_layout(tmp_path: Path) -> None:
+    run = run_installer(tmp_path, "--prefix", "/srv/vicirec", "--config-dir", "/etc/vr",
+                        "--agi-bin", "/usr/share/asterisk/agi-bin", "--asterisk-etc", "/etc/ast",
+                        "--group", current_group())
+    agi = tmp_path / "usr/share/asterisk/agi-bin/vicirec.agi"
+    assert shebang(agi) == ["/srv/vicirec/venv/bin/python3", "-I"]
+    assert (tmp_path / "srv/vicirec/venv/bin/python3").exists()
+    assert mode(tmp_path / "etc/vr/vicirec.toml") == 0o640
+    assert (tmp_path / "etc/vr/vicirec.toml").stat().st_gid == os.getgid()
+    assert (tmp_path / "etc/ast/extensions_vicirec.conf").is_file()
+    unit = tmp_path / "etc/systemd/system/vicirec-fastagi.service"
+    settings = unit_settings(unit.read_text(encoding="utf-8"))
+    assert settings["ExecStart"] == ["/srv/vicirec/venv/bin/vicirec serve --config /etc/vr/vicirec.toml"]
+    assert settings["SupplementaryGroups"] == [current_group()]
+    assert "/srv/vicirec/venv/bin/vicirec check --config /etc/vr/vicirec.toml" in run.stdout
