@@ -156,12 +156,13 @@ def test_caller_matches_each_mode() -> None:
     assert not audit.caller_matches("", "7275551212", key)
 
 
-def test_key_file_made_0600_once_and_reused(tmp_path: Path) -> None:
+def test_key_file_made_0640_once_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "log" / "audit.jsonl"
     first = trail(path, key="")
     caller = first.caller("7275551212")
     key_file = tmp_path / "log" / "audit.jsonl.key"
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # the group (the other transport's user) reads it; nobody else
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o640
     assert len(key_file.read_text().strip()) == 64
     assert trail(path, key="").caller("7275551212") == caller  # a second process reads the same key
     assert caller == audit.hash_number("7275551212", key_file.read_text().strip().encode())
@@ -652,3 +653,25 @@ def test_threads_share_one_trail(tmp_path: Path) -> None:
         thread.join(timeout=30)
     ids = [r["uniqueid"] for r in lines(path) + lines(tmp_path / "audit.jsonl.1")]
     assert len(ids) == 200 == len(set(ids))
+
+
+def test_files_either_transport_creates_are_group_writable_whatever_the_umask(tmp_path: Path) -> None:
+    """The process AGI (user asterisk) and the daemon (user vicirec, group asterisk) share the trail,
+    the key and the log: what one creates under Asterisk's usual umask 022 the other must write."""
+    from vicirec import logs
+    from vicirec.config import LogSettings
+    from vicirec.redaction import Redactor
+
+    previous = os.umask(0o022)
+    try:
+        writer = trail(tmp_path / "audit.jsonl", key="")
+        writer.caller("7275551212")  # makes the key
+        writer.write(writer.record(CONSENT, parse_environment(b"agi_uniqueid: 1.1\n\n"), transport="process"))
+        logs.configure(LogSettings(target="file", path=str(tmp_path / "vicirec.log")), Redactor())
+        logs.get_logger().info("hello")
+    finally:
+        os.umask(previous)
+        logs.configure_fallback()
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode)
+             for name in ("audit.jsonl", "audit.jsonl.key", "vicirec.log")}
+    assert modes == {"audit.jsonl": 0o660, "audit.jsonl.key": 0o640, "vicirec.log": 0o660}

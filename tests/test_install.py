@@ -316,6 +316,8 @@ def test_log_and_state_dirs_and_logrotate(installed: Installed) -> None:
     assert "/var/log/vicirec/*.log" in rotate
     assert re.search(r"^\s*create 06[64]0 asterisk asterisk$", rotate, re.MULTILINE)
     assert "systemctl reload vicirec-fastagi.service" in rotate
+    audit_stanza = rotate[rotate.index("/var/lib/vicirec/*.jsonl"):]
+    assert not re.search(r"^\s*copytruncate", rotate, re.MULTILINE) and "rotate 84" in audit_stanza
 
 
 def unit_settings(text: str) -> dict[str, list[str]]:
@@ -352,6 +354,7 @@ HARDENING = {
     "RestrictRealtime": "yes",
     "SystemCallArchitectures": "native",
     "Restart": "on-failure",
+    "RestartPreventExitStatus": "78",
     "RestartSec": "2",
     "TimeoutStopSec": "20",
     "KillMode": "mixed",

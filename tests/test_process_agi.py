@@ -82,7 +82,9 @@ def test_start_confirm_status_stop_confirm(tmp_path: Path, simulator: VicidialSi
     assert simulator.starts_for("1000") == 1
 
 
-def test_start_without_confirm_reports_recording_unknown(tmp_path: Path, simulator: VicidialSimulator) -> None:
+def test_start_without_confirm_reports_recording_unknown(
+    tmp_path: Path, simulator: VicidialSimulator
+) -> None:
     config = lab_config(tmp_path, simulator.api_url)
     result = assert_contract(run_agi(config, ["START", "agent=1001"]))
     assert (result["VICIREC_RESULT"], result["VICIREC_RECORDING"], result["VICIREC_AGENT_SOURCE"]) == (
@@ -215,9 +217,9 @@ def test_an_earlier_discovery_is_not_taken_for_the_dialplan_s_choice(
     channel = caller_channel()
     first = assert_contract(run_agi(config, ["STATUS"], channel))
     assert (first["VICIREC_AGENT"], first["VICIREC_AGENT_DISCOVERED"]) == ("1000", "1000")
+    old, new = simulator.state.agent("1000"), simulator.state.agent("1002")
+    assert old is not None and new is not None
     with simulator.state.lock:
-        old, new = simulator.state.agent("1000"), simulator.state.agent("1002")
-        assert old is not None and new is not None
         new.callerid, old.callerid = old.callerid, ""
         new.status = "INCALL"
     second = assert_contract(run_agi(config, ["STATUS"], channel))

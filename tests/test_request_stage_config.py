@@ -139,3 +139,32 @@ def test_config_file_missing_unreadable_bad_toml_and_world_readable(tmp_path: Pa
         good.chmod(0o000)
         with pytest.raises(ConfigError, match="not readable"):
             load_config(str(good))
+
+
+def test_the_database_password_is_masked_in_the_log_once_the_mysql_lookup_reads_it(tmp_path: Path) -> None:
+    from vicirec import logs
+    from vicirec.runtime import build_service
+
+    conf = tmp_path / "astguiclient.conf"
+    conf.write_text("VARDB_server => 127.0.0.1\nVARDB_database => asterisk\nVARDB_user => cron\n"
+                    "VARDB_pass => s3cretDbPw\nVARserver_ip => 10.10.10.15\n")
+    log_path = tmp_path / "vicirec.log"
+    config = config_from_mapping({
+        **BASE,
+        "agents": {"lookup": "mysql", "astguiclient_conf": str(conf)},
+        "log": {"target": "file", "path": str(log_path)},
+    })
+    from vicirec.redaction import Redactor
+
+    logs.configure(config.log, Redactor([config.vicidial.password]))
+    try:
+        build_service(config)
+        logs.get_logger().error("mysql_failed", error="login s3cretDbPw refused", api="pw 1234")
+        # A reconfiguration (SIGHUP) keeps masking what was learnt.
+        logs.configure(config.log, Redactor([config.vicidial.password]))
+        logs.get_logger().error("after_reload", detail="s3cretDbPw")
+    finally:
+        logs.configure_fallback()
+    text = log_path.read_text()
+    assert "s3cretDbPw" not in text and "1234" not in text
+    assert text.count("<redacted>") == 3

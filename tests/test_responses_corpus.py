@@ -10,8 +10,8 @@ from typing import Union
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from corpus import CorpusCase, load_corpus
 
+from corpus import CorpusCase, load_corpus
 from vicirec.errors import ErrorCode, VicirecError
 from vicirec.redaction import MASK
 from vicirec.vicidial import responses

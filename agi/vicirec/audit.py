@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from vicirec.config import AuditSettings
 from vicirec.errors import ErrorCode, VicirecError
+from vicirec.shared_files import SHARED_SECRET_MODE, open_for_append, set_mode
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; keeps the AGI's import time down
     from vicirec.asterisk.codec import AgiEnvironment
@@ -202,7 +203,7 @@ def read_key_file(path: str) -> bytes:
 
 
 def load_or_create_key(path: str) -> bytes:
-    """The key in ``path``; made first (random, mode 0600) if missing. Safe when many processes
+    """The key in ``path``; made first (random, mode 0640) if missing. Safe when many processes
     race to make it: each writes a private temporary file and links it in; the first link wins."""
     try:
         return read_key_file(path)
@@ -213,8 +214,9 @@ def load_or_create_key(path: str) -> bytes:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, SHARED_SECRET_MODE)
     try:
+        set_mode(fd, SHARED_SECRET_MODE)  # the other transport's user (same group) must read it
         os.write(fd, (secrets.token_hex(32) + "\n").encode("ascii"))
         os.fsync(fd)
     finally:
@@ -359,11 +361,10 @@ class AuditTrail:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, mode=0o750, exist_ok=True)
-        existed = os.path.exists(self.path)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        fd, created = open_for_append(self.path, readable=True)
         stat = os.fstat(fd)
         self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
-        if not existed:
+        if created:
             _fsync_directory(directory or ".")
         return fd
 

@@ -16,6 +16,7 @@ import structlog
 
 from vicirec.config import LogSettings
 from vicirec.redaction import Redactor
+from vicirec.shared_files import open_for_append
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _FACILITIES = {
@@ -64,7 +65,7 @@ class FileSink(_Sink):
         directory = os.path.dirname(self._path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fd = open_for_append(self._path)[0]
         self._inode = os.fstat(self._fd).st_ino
         self._checked = time.monotonic()
 
@@ -145,6 +146,8 @@ class NullSink(_Sink):
 
 
 _current_sink: _Sink = NullSink()
+_current_redactor = Redactor()
+_learnt_secrets: list[str] = []  # kept across configure(): once a secret is known it stays masked
 
 
 def make_sink(settings: LogSettings) -> _Sink:
@@ -169,8 +172,11 @@ def configure(settings: LogSettings, redactor: Redactor, *, sink: Optional[_Sink
     if previous is not _current_sink:
         previous.close()
 
+    global _current_redactor
+    _current_redactor = redactor.including(_learnt_secrets)
+
     def redact(_logger: Any, _method: str, event: Any) -> Any:
-        return redactor.value(event)
+        return _current_redactor.value(event)
 
     structlog.configure(
         processors=[
@@ -189,6 +195,13 @@ def configure(settings: LogSettings, redactor: Redactor, *, sink: Optional[_Sink
 def configure_fallback() -> None:
     """Before the config is read (or when it cannot be): warnings and worse to stderr."""
     configure(LogSettings(target="stderr", level="warning"), Redactor())
+
+
+def protect(secrets: list[str]) -> None:
+    """Mask ``secrets`` too in every event from now on (secrets read after logging was set up)."""
+    global _current_redactor
+    _learnt_secrets.extend(s for s in secrets if s and s not in _learnt_secrets)
+    _current_redactor = _current_redactor.including(_learnt_secrets)
 
 
 def reopen() -> None:

@@ -33,6 +33,10 @@ class Redactor:
         # Longest first, so a secret that contains another is masked whole.
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
+    def including(self, secrets: Iterable[str]) -> Redactor:
+        """A redactor that also masks ``secrets`` (one learnt later, e.g. the database password)."""
+        return Redactor([*self._secrets, *secrets])
+
     def text(self, value: str) -> str:
         value = _LOGIN_ECHO.sub(_mask_login_echo, value)
         value = _PASS_PARAM.sub(lambda m: m.group(1) + MASK, value)

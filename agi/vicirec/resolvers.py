@@ -41,6 +41,7 @@ class ArgumentResolver:
         return Verdict(self.name, agent, "agent= argument")
 
 
+REPORTED_AGENT_VARIABLE = "VICIREC_AGENT"
 DISCOVERED_AGENT_VARIABLE = "VICIREC_AGENT_DISCOVERED"
 
 
@@ -60,7 +61,7 @@ class ChannelVariableResolver:
         # vicirec writes the agent it acted on into VICIREC_AGENT too. When that is all the value
         # is (an earlier run's discovery), it is no choice of the dialplan's: after a transfer it
         # would name the previous agent. Find the agent again instead.
-        if value == context.variable(DISCOVERED_AGENT_VARIABLE):
+        if variable == REPORTED_AGENT_VARIABLE and value == context.variable(DISCOVERED_AGENT_VARIABLE):
             return Verdict(self.name, None, f"{variable} is an earlier run's finding; looking again")
         return Verdict(self.name, value, f"channel variable {variable}")
 

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import requests
 
+from vicirec import logs
 from vicirec.agents import Resolver
 from vicirec.asterisk.channel import AgiSession
 from vicirec.config import Config
@@ -54,6 +55,7 @@ def build_service(
     secrets = [config.vicidial.password]
     client = VicidialClient(config, session=session, redactor=Redactor(secrets))
     directory, server_ip = build_directory(config, client, secrets, daemon=daemon)
+    logs.protect(secrets)  # the mysql lookup adds the database password to ``secrets``
     redactor = Redactor(secrets)
 
     def stage_changed(change: Any) -> None:

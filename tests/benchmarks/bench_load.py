@@ -2,9 +2,10 @@
 
 A session is one call doing what a dialplan does on a consent key press: ``START,_CONSENT`` (the
 agent is found by VICIdial's call id in CALLERID(name): the non-agent API lookup runs, shared by
-the daemon's short cache) and then ``STATUS`` (the agent is read back from ``VICIREC_AGENT``, set
-by the START). START and STATUS are two AGI invocations, two FastAGI connections, like two
-``Gosub(vicirec,...)`` calls. Every invocation sets all 15 ``VICIREC_*`` variables.
+the daemon's short cache) and then ``STATUS`` (found again the same way: the ``VICIREC_AGENT`` the
+START wrote is marked as discovered, so it is not taken for the dialplan's own choice). START and
+STATUS are two AGI invocations, two FastAGI connections, like two ``Gosub(vicirec,...)`` calls.
+Every invocation sets all 16 ``VICIREC_*`` variables.
 
 The daemon, the VICIdial simulator (its own process, keep-alive HTTP) and the load generator
 (``lean_agi_client.py``: one thread, raw sockets, the bytes Asterisk sends) share this machine.

@@ -21,7 +21,8 @@ late when all are busy, which is how calls reach a dialer.
 
 A *session* is one call: a fresh channel runs the AGI once per action (by default
 ``START,_CONSENT`` then ``STATUS``), each a FastAGI connection of its own, as a dialplan's two
-``Gosub(vicirec,...)`` would. Variables set by the first (``VICIREC_AGENT``) are seen by the second.
+``Gosub(vicirec,...)`` would. Variables set by the first (``VICIREC_AGENT`` and
+``VICIREC_AGENT_DISCOVERED``) are seen by the second, as on a real channel.
 """
 
 from __future__ import annotations
@@ -326,7 +327,8 @@ class LeanLoadClient:
             conn.caller.refused = True
         # Each invocation starts from the variables the channel had; the next one of this session
         # must not see this one's VICIREC_RESULT as its own.
-        for name in [n for n in variables if n.startswith(b"VICIREC_") and n != b"VICIREC_AGENT"]:
+        kept = (b"VICIREC_AGENT", b"VICIREC_AGENT_DISCOVERED")
+        for name in [n for n in variables if n.startswith(b"VICIREC_") and n not in kept]:
             del variables[name]
 
     def _after(self, conn: _Connection) -> None:
