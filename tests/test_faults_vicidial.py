@@ -39,6 +39,7 @@ from faultlab import (
     fresh_agent,
     give_recording,
     lab_config,
+    log_events,
     secure,
     start_endpoint,
 )
@@ -295,3 +296,36 @@ def test_refused_stays_unreachable_when_the_back_off_overruns() -> None:
     with pytest.raises(Unreachable):
         client.recording(Action.START, "1000", Deadline(0.5))
     assert client.requests_sent == 1
+
+
+def test_the_daemon_s_breaker_stops_hammering_a_hung_vicidial_then_probes_again(tmp_path: Path) -> None:
+    """Through ``vicirec serve``: two requests time out against a VICIdial that never answers,
+    the breaker opens (logged), the next ones are UNREACHABLE at once without a request, and after
+    the cool-down one probe finds VICIdial back and closes it."""
+    with secure(AgentFaultSimulator()) as sim:
+        config = lab_config(tmp_path, sim.api_url, deadline=1.0, overrides={
+            "vicidial": {"failure_threshold": 2, "cool_down": 1.5, "read_timeout": 0.4}})
+        endpoint = start_endpoint("fastagi", config)
+        try:
+            sim.inject(Fault("hang", delay=5.0))
+            # STATUS may be retried within its deadline: its two attempts time out, the breaker
+            # opens, and whatever attempt comes next is refused.
+            result = assert_contract(endpoint.run(["STATUS", "agent=1000"]), endpoint)
+            assert result["VICIREC_ERROR"] in ("TIMEOUT", "UNREACHABLE"), result
+            assert len(sim.requests) == 2
+            seen = len(sim.requests)
+            began = time.monotonic()
+            for _ in range(3):
+                result = assert_contract(endpoint.run(["START", "agent=1000"]), endpoint)
+                assert (result["VICIREC_RESULT"], result["VICIREC_ERROR"]) == ("ERROR", "UNREACHABLE")
+            assert time.monotonic() - began < 1.0  # answered at once, not after a timeout
+            assert len(sim.requests) == seen and sim.starts_for("1000") == 0
+            sim.clear_faults()
+            time.sleep(1.6)
+            result = assert_contract(endpoint.run(["STATUS", "agent=1000"]), endpoint)
+            assert result["VICIREC_RESULT"] == "OK", result
+            events = [e for e in log_events(endpoint.log) if e.get("event") == "vicidial_breaker"]
+            assert [e["state"] for e in events] == ["open", "half-open", "closed"], events
+        finally:
+            assert endpoint.daemon is not None
+            endpoint.daemon.stop()

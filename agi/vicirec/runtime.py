@@ -9,6 +9,7 @@ import requests
 from vicirec import logs
 from vicirec.agents import Resolver
 from vicirec.asterisk.channel import AgiSession
+from vicirec.breaker import BreakerState, CircuitBreaker
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.engine import RecordingService
@@ -51,9 +52,11 @@ def build_service(
     daemon: bool = False,
 ) -> RecordingService:
     """``daemon=True`` (the FastAGI daemon: one service for every session) adds the short-lived
-    shared cache of the agent lookup (``agents.cache_seconds``)."""
+    shared cache of the agent lookup (``agents.cache_seconds``) and the circuit breaker
+    (``vicidial.failure_threshold``, ``cool_down``) that every session's requests pass."""
     secrets = [config.vicidial.password]
-    client = VicidialClient(config, session=session, redactor=Redactor(secrets))
+    breaker = _daemon_breaker(config, logger) if daemon else None
+    client = VicidialClient(config, session=session, redactor=Redactor(secrets), breaker=breaker)
     directory, server_ip = build_directory(config, client, secrets, daemon=daemon)
     logs.protect(secrets)  # the mysql lookup adds the database password to ``secrets``
     redactor = Redactor(secrets)
@@ -66,3 +69,14 @@ def build_service(
         config, client, directory, build_resolvers(config, server_ip=server_ip),
         redactor=redactor, on_stage_changed=stage_changed,
     )
+
+
+def _daemon_breaker(config: Config, logger: Any) -> Optional[CircuitBreaker]:
+    if config.vicidial.failure_threshold <= 0:
+        return None
+
+    def changed(old: BreakerState, new: BreakerState, why: str) -> None:
+        if logger is not None:
+            logger.warning("vicidial_breaker", state=str(new), previous=str(old), reason=why)
+
+    return CircuitBreaker(config.vicidial.failure_threshold, config.vicidial.cool_down, on_change=changed)
