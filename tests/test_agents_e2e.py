@@ -203,6 +203,14 @@ def conference_caller() -> FakeChannel:
     )
 
 
+def conference_caller_without_room_variable() -> FakeChannel:
+    """The same key press where VICIdial's conference dialplan sets no VICIREC_ROOM: the room
+    comes from the announcer channel Asterisk puts in BRIDGEPEER."""
+    channel = conference_caller()
+    del channel.variables["VICIREC_ROOM"]
+    return channel
+
+
 def bridged_caller(peer: str) -> FakeChannel:
     """The customer in a Dial() bridge with the agent's phone, pressing an applicationmap feature."""
     return FakeChannel(
@@ -219,6 +227,8 @@ def bridged_caller(peer: str) -> FakeChannel:
 
 CASES = [
     pytest.param(conference_caller, "1001", {"http": "session", "mysql": "session"}, id="confbridge-menu"),
+    pytest.param(conference_caller_without_room_variable, "1001", {"http": "session", "mysql": "session"},
+                 id="confbridge-menu-announcer"),
     pytest.param(
         lambda: bridged_caller("SIP/1002-0000002d"),
         "1002",

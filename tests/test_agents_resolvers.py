@@ -371,7 +371,18 @@ def test_session_finds_the_agent_whose_room_the_caller_is_in(agents: Sequence[Li
 @pytest.mark.parametrize(
     ("variables", "reason"),
     [
-        ({}, "VICIREC_ROOM is not set"),
+        ({}, "VICIREC_ROOM is not set and no single ConfBridge announcer is in BRIDGEPEER"),
+        (
+            {"BRIDGEPEER": "CBAnn/8600052-0000000e;2,CBAnn/8600053-0000000f;2,PJSIP/1001-00000007"},
+            "VICIREC_ROOM is not set and no single ConfBridge announcer is in BRIDGEPEER",
+        ),
+        ({"BRIDGEPEER": "CBAnn/room1-0000000e;2"},
+         "VICIREC_ROOM is not set and no single ConfBridge announcer is in BRIDGEPEER"),
+        (
+            {"BRIDGEPEER": "CBAnn/8600052-0000000e;2,PJSIP/1001-00000007",
+             "CONFBRIDGE_CHANNELS(parties,8600052)": "PJSIP/1001-00000007,SIP/x-1"},
+            "this channel is not a party of ConfBridge room 8600052",
+        ),
         ({"VICIREC_ROOM": "8600052,x"}, "VICIREC_ROOM is not a conference number (digits only)"),
         ({"VICIREC_ROOM": "8600052)}"}, "VICIREC_ROOM is not a conference number (digits only)"),
         ({"VICIREC_ROOM": "room1"}, "VICIREC_ROOM is not a conference number (digits only)"),
@@ -388,6 +399,17 @@ def test_session_finds_the_agent_whose_room_the_caller_is_in(agents: Sequence[Li
 def test_session_needs_a_verified_room(variables: Mapping[str, str], reason: str) -> None:
     result = verdict("session", make_context(channel="SIP/trunk-0000002b", variables=variables))
     assert result == Verdict("session", None, reason, refused=reason.startswith("this channel is not"))
+
+
+@pytest.mark.parametrize("agents", [DB_AGENTS, HTTP_AGENTS])
+def test_session_takes_the_room_from_the_conference_announcer_when_no_variable_names_it(
+    agents: Sequence[LiveAgent],
+) -> None:
+    # Asterisk names the announcer after the room; the caller cannot choose BRIDGEPEER.
+    variables = {name: value for name, value in ROOM_VARIABLES.items() if name != "VICIREC_ROOM"}
+    context = make_context(channel="SIP/trunk-0000002b", variables=variables, agents=agents)
+    result = verdict("session", context)
+    assert result.agent == "1001" and result.reason == "this channel is in agent 1001's room 8600052"
 
 
 def test_session_room_variable_name_is_configurable() -> None:

@@ -403,17 +403,14 @@ def test_template_names_every_key_with_a_comment() -> None:
         import tomli as tomllib  # type: ignore[no-redef]  # noqa: PLC0415
 
     data = tomllib.loads(TEMPLATE.read_text(encoding="utf-8"))
-    expected = {
-        "vicidial": {"api_url", "non_agent_api_url", "user", "password", "source", "connect_timeout",
-                     "read_timeout", "verify_tls", "ca_bundle", "max_response_bytes"},
-        "call": {"deadline", "confirm", "confirm_poll_interval", "agent_variable"},
-        "agents": {"resolvers", "lookup", "astguiclient_conf", "map_file", "cache_seconds",
-                   "require_corroboration"},
-        "log": {"target", "path", "level", "syslog_address", "syslog_facility"},
-        "audit": {"path", "caller_number"},
-        "fastagi": {"host", "port", "max_sessions", "session_deadline", "env_timeout", "max_line_bytes",
-                    "allow", "grace_seconds"},
-    }
+    # every key the loader knows, so a new setting cannot be left out of the template
+    from dataclasses import fields  # noqa: PLC0415
+
+    from vicirec.config import Config  # noqa: PLC0415
+
+    defaults = Config()
+    expected = {section: {f.name for f in fields(getattr(defaults, section))}
+                for section in ("vicidial", "call", "agents", "log", "audit", "fastagi")}
     assert {k: set(v) for k, v in data.items()} == expected
     # every group of key lines is preceded by a comment explaining it
     lines = TEMPLATE.read_text(encoding="utf-8").splitlines()

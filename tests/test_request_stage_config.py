@@ -81,7 +81,7 @@ def test_config_defaults_and_non_agent_url() -> None:
     config = config_from_mapping(BASE)
     assert config.non_agent_api_url == "https://dialer.example.com/vicidial/non_agent_api.php"
     assert config.call.deadline == 6.0
-    assert config.agents.resolvers == ("argument", "channel_variable", "call_id")
+    assert config.agents.resolvers == ("argument", "channel_variable", "call_id", "session")
     assert "1234" not in repr(config)
 
 

@@ -51,18 +51,28 @@ class Room:
     turned_down: bool = False  # a room was named, but this channel is not (or no longer) in it
 
 
-def confirmed_room(context: ResolveContext) -> Room:
-    """The room named by the dialplan's room variable, if Asterisk lists this channel as a party.
+# The conference's announcer channel, which Asterisk names after the room: CBAnn/8600051-0000000e;2
+_ANNOUNCER = re.compile(r"CBAnn/([0-9]{1,20})-[0-9a-f]+(?:;[12])?", re.ASCII | re.IGNORECASE)
 
-    The variable (``agents.room_variable``) is set by dialplan before ``ConfBridge()``; it stays on
-    the channel after the caller leaves the conference, so the room counts only while
+
+def confirmed_room(context: ResolveContext) -> Room:
+    """The room this channel is in, if Asterisk lists this channel as a party of it.
+
+    The room is named by the dialplan's room variable (``agents.room_variable``, set before
+    ``ConfBridge()``) or, when that is unset, by the conference's announcer channel in
+    ``BRIDGEPEER`` (Asterisk names it ``CBAnn/<room>-...``; callers cannot choose it). A variable
+    stays on the channel after the caller leaves the conference, so the room counts only while
     ``CONFBRIDGE_CHANNELS(parties,<room>)`` still names this channel.
     """
     variable = context.config.agents.room_variable
     value = context.variable(variable)
     if not value:
-        return Room(None, f"{variable} is not set")
-    if not _ROOM.fullmatch(value):
+        rooms = {m.group(1) for peer in split_channel_list(context.expression("${BRIDGEPEER}"))
+                 if (m := _ANNOUNCER.fullmatch(peer))}
+        if len(rooms) != 1:
+            return Room(None, f"{variable} is not set and no single ConfBridge announcer is in BRIDGEPEER")
+        value = rooms.pop()
+    elif not _ROOM.fullmatch(value):
         return Room(None, f"{variable} is not a conference number (digits only)")
     parties = split_channel_list(context.expression(f"${{CONFBRIDGE_CHANNELS(parties,{value})}}"))
     if not parties:

@@ -55,7 +55,7 @@ class CallSettings:
 
 @dataclass(frozen=True)
 class AgentSettings:
-    resolvers: tuple[str, ...] = ("argument", "channel_variable", "call_id")
+    resolvers: tuple[str, ...] = ("argument", "channel_variable", "call_id", "session")
     lookup: str = "http"
     astguiclient_conf: str = "/etc/astguiclient.conf"
     map_file: str = ""
