@@ -281,12 +281,18 @@ def _validate(config: Config) -> list[str]:
             ipaddress.ip_network(entry, strict=False)
         except ValueError as exc:
             raise ConfigError(f"fastagi.allow: {entry!r} is not an address or network") from exc
-    if fastagi.host not in ("127.0.0.1", "::1", "localhost") and not fastagi.allow:
-        warnings.append(
-            f"fastagi.host {fastagi.host} listens beyond this machine and fastagi.allow is empty: "
-            "any host that reaches the port can start recordings"
-        )
+    exposure = exposure_warning(fastagi)
+    if exposure:
+        warnings.append(exposure)
     return warnings
+
+
+def exposure_warning(fastagi: FastAgiSettings, setting: str = "fastagi.host") -> str:
+    """A warning when the daemon would listen beyond loopback with no allowlist, else ``""``."""
+    if _is_local_host(fastagi.host) or fastagi.allow:
+        return ""
+    return (f"{setting} {fastagi.host} listens beyond this machine and fastagi.allow is empty: "
+            "any host that reaches the port can start recordings")
 
 
 def _is_local_host(host: str) -> bool:

@@ -41,25 +41,20 @@ class Device:
 
 def device_of_channel(name: str) -> Optional[Device]:
     """The phone behind an Asterisk channel name, or ``None`` when the name is not one."""
-    match = _CHANNEL.fullmatch(name.strip())
-    if match is None:
-        return None
-    technology, resource = match.group(1), match.group(2)
-    if technology.upper() == "LOCAL":
-        resource = resource.partition("@")[0]
-    if not resource:
-        return None
-    return Device(technology, resource)
+    return _device(_CHANNEL.fullmatch(name.strip()))
 
 
 def device_of_extension(extension: str) -> Optional[Device]:
     """The phone named by VICIdial's ``extension`` column (``SIP/1000``, ``Local/1001@default``)."""
-    match = _EXTENSION.fullmatch(extension.strip())
+    return _device(_EXTENSION.fullmatch(extension.strip()))
+
+
+def _device(match: Optional[re.Match[str]]) -> Optional[Device]:
     if match is None:
         return None
     technology, resource = match.group(1), match.group(2)
     if technology.upper() == "LOCAL":
-        resource = resource.partition("@")[0]
+        resource = resource.partition("@")[0]  # a Local channel is its extension; context ignored
     if not resource:
         return None
     return Device(technology, resource)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import ipaddress
 import os
 import signal
 import sys
@@ -30,7 +28,7 @@ from typing import Any, Optional
 import requests
 
 from vicirec import logs
-from vicirec.config import Config, load_config
+from vicirec.config import Config, exposure_warning, load_config
 from vicirec.errors import ConfigError
 from vicirec.fastagi_server import FastAgiServer, bind_listener, listening_address
 from vicirec.fastagi_session import DaemonRuntime, parse_allowlist
@@ -94,7 +92,7 @@ def _serve(options: argparse.Namespace, listener: Any, runtime: DaemonRuntime,
     host, port = listening_address(listener)
     logs.get_logger().info(
         "fastagi_listening", host=host, port=port, max_sessions=max_sessions, pid=os.getpid(),
-        config=runtime.config.source_path, agent_cache=DAEMON_KEYWORD_SUPPORTED,
+        config=runtime.config.source_path,
     )
     notifier.ready(f"listening on {host}:{port}, at most {max_sessions} sessions")
     server.run()
@@ -134,31 +132,17 @@ def load_daemon_config(options: argparse.Namespace) -> Config:
         return config
     fastagi = dataclasses.replace(config.fastagi, **overrides)
     warnings = list(config.warnings)
-    if options.host and not _is_loopback(options.host) and not fastagi.allow:
-        warnings.append(f"--host {options.host} listens beyond this machine and fastagi.allow is empty: "
-                        "any host that reaches the port can start recordings")
+    exposure = exposure_warning(fastagi, "--host") if options.host else ""
+    if exposure:
+        warnings.append(exposure)
     return dataclasses.replace(config, fastagi=fastagi, warnings=tuple(warnings))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-#: build_service grows ``daemon=True`` (a short agent-lookup cache) for long-lived processes.
-DAEMON_KEYWORD_SUPPORTED = "daemon" in inspect.signature(build_service).parameters
 
 
 def build_runtime(
     config: Config, http: requests.Session, previous: Optional[DaemonRuntime] = None
 ) -> DaemonRuntime:
     """The service every session of this config generation shares (raises ConfigError)."""
-    extra: dict[str, Any] = {"daemon": True} if DAEMON_KEYWORD_SUPPORTED else {}
-    service = build_service(config, session=http, logger=logs.get_logger(), **extra)
+    service = build_service(config, session=http, logger=logs.get_logger(), daemon=True)
     return DaemonRuntime(config=config, service=service, allow=parse_allowlist(config.fastagi.allow),
                          audit=_audit_trail(config, previous))
 
