@@ -8,7 +8,10 @@ and a selector. For each accepted connection it decides at once:
   ``SET VARIABLE`` lines of an UNREACHABLE report are written (they fit in the socket buffer),
   the write side is shut, and the selector drains what Asterisk still sends until it closes (or a
   second passes), so no reset can cost Asterisk the lines it has not read yet;
-* otherwise the connection goes to an idle worker (there is always one: workers == slots).
+* otherwise the connection goes to an idle worker (there is always one: workers == slots). The
+  worker runs the action and writes the audit record, then hands the session to the reporter
+  (:mod:`vicirec.fastagi_reporter`: one thread sets every session's variables and closes it); the
+  slot is free once the variables are set and the write side is shut.
 
 The same loop enforces ``session_deadline`` from outside the workers (it shuts an overdue session's
 socket down, which ends any read or write the worker is blocked in) and, on stop, answers what is
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from vicirec import logs
+from vicirec.fastagi_reporter import Reporter
 from vicirec.fastagi_session import (
     DaemonRuntime,
     busy_report,
@@ -120,6 +124,8 @@ class FastAgiServer:
             queue.SimpleQueue()
         )
         self._workers: list[threading.Thread] = []
+        # Sets every session's variables and closes it, on one thread (see fastagi_reporter).
+        self._reporter = Reporter()
         self._lock = threading.Lock()
         self._in_flight: dict[int, _InFlight] = {}
         self._draining: dict[socket.socket, float] = {}
@@ -317,6 +323,7 @@ class FastAgiServer:
         # Threads inherit the creating thread's signal mask: block ours while they are created.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
+            self._reporter.start()
             for number in range(self.max_sessions):
                 worker = threading.Thread(target=self._work_loop, name=f"fastagi-{number}", daemon=True)
                 worker.start()
@@ -330,21 +337,29 @@ class FastAgiServer:
             if item is None:
                 return
             conn, peer, accepted_at, runtime = item
+            handed_over = False
             try:
-                serve_connection(conn, peer, accepted_at, runtime)
+                handed_over = serve_connection(
+                    conn, peer, accepted_at, runtime, reporter=self._reporter, release=self._free_slot)
             except Exception as error:  # noqa: BLE001 - a bug in one session must not end the worker
                 _log_session_failure(peer, error)
             finally:
-                self._release(conn)
+                if not handed_over:  # else the reporter releases it once the variables are set
+                    self._release(conn)
 
     def _release(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._in_flight.pop(id(conn), None)
-            self.stats.served += 1
         try:
             conn.close()
         except OSError:
             pass
+        self._free_slot(conn)
+
+    def _free_slot(self, conn: socket.socket) -> None:
+        """The session is over for admission and stop (the reporter may still be draining ``conn``,
+        as the loop drains a refused connection: bounded, without a slot)."""
+        with self._lock:
+            self._in_flight.pop(id(conn), None)
+            self.stats.served += 1
         self._slots.release()
         if self._grace_end is not None:
             self._wake()
@@ -405,6 +420,7 @@ class FastAgiServer:
             self.listener = None
         for _worker in self._workers:
             self._work.put(None)
+        self._reporter.stop()
         self._selector.close()
         self._wakeup_read.close()
         self._wakeup_write.close()

@@ -21,8 +21,9 @@ from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.engine import RecordingService, Report, error_report
 from vicirec.errors import AgiError, AgiTimeout, BadRequest, ErrorCode, VicirecError
+from vicirec.fastagi_reporter import CLOSE_DRAIN_SECONDS, Release, Reporter
 from vicirec.fastagi_transport import KernelTimeoutTransport, timeval
-from vicirec.reporting import REPORT_SECONDS, finish_invocation
+from vicirec.reporting import REPORT_SECONDS, audit_if_configured, finish_invocation
 from vicirec.runtime import SessionChannelView
 
 if TYPE_CHECKING:  # pragma: no cover - imported only when an audit trail is configured
@@ -30,8 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover - imported only when an audit trail is con
 
 #: ``agi://host:port/vicirec,...``: the one script this daemon serves.
 SCRIPT_NAME = "vicirec"
-#: After the last variable is set: how long to wait for Asterisk to close its side.
-CLOSE_DRAIN_SECONDS = 0.5
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -103,9 +102,14 @@ def work_seconds(config: Config) -> float:
     return max(0.0, min(config.call.deadline, session - reserve))
 
 
-def serve_connection(conn: socket.socket, peer: str, accepted_at: float, runtime: DaemonRuntime) -> None:
+def serve_connection(
+    conn: socket.socket, peer: str, accepted_at: float, runtime: DaemonRuntime, *,
+    reporter: Optional[Reporter] = None, release: Optional[Release] = None,
+) -> bool:
     """Serve one connection; never raises for anything Asterisk or VICIdial did. The caller closes
-    ``conn`` (and enforces ``session_deadline`` from outside by shutting the socket down)."""
+    ``conn`` (and enforces ``session_deadline`` from outside by shutting the socket down) unless
+    this returns True: with a ``reporter`` (and its ``release``) the variables are set, the summary
+    logged and the connection closed by the reporter's loop, which then calls ``release(conn)``."""
     settings = runtime.config.fastagi
     transport = KernelTimeoutTransport(conn)
     env_budget = min(settings.env_timeout, settings.session_deadline) - (time.monotonic() - accepted_at)
@@ -113,11 +117,11 @@ def serve_connection(conn: socket.socket, peer: str, accepted_at: float, runtime
         session = AgiSession.open(transport, Deadline(env_budget), max_line_bytes=settings.max_line_bytes)
     except AgiTimeout:
         logs.get_logger(peer=peer).warning("fastagi_environment_timeout", timeout=settings.env_timeout)
-        return
+        return False
     except AgiError as error:
         log = logs.get_logger(peer=peer)
         log.warning("fastagi_environment_unreadable", error=error.message, raw=error.raw)
-        return
+        return False
     env = session.environment
     log = logs.get_logger(uniqueid=env.uniqueid, channel=env.channel)
     path = script_path(env.network_script)
@@ -126,10 +130,16 @@ def serve_connection(conn: socket.socket, peer: str, accepted_at: float, runtime
         report = unknown_script_report(path)
     else:
         report = run_service(runtime.service, session, accepted_at, runtime.config, log)
+    if reporter is not None and release is not None:
+        report, audited = audit_if_configured(runtime.audit, session, report, log, transport="fastagi")
+        reporter.submit(conn, peer, session, report, log, started=accepted_at, audited=audited,
+                        release=release)
+        return True
     reported = finish_invocation(
         session, report, log, transport="fastagi", started=accepted_at, audit=runtime.audit)
     if reported:
         close_gracefully(conn, Deadline(CLOSE_DRAIN_SECONDS))
+    return False
 
 
 def run_service(

@@ -85,15 +85,26 @@ class KernelTimeoutTransport:
             raise AgiChannelClosed(f"Asterisk closed the connection ({exc.__class__.__name__})") from exc
 
     def receive(self, deadline: Deadline) -> bytes:
+        data = self.receive_unacked(deadline)
+        if data:
+            self._set_quickack()
+        return data
+
+    def receive_unacked(self, deadline: Deadline) -> bytes:
+        """:meth:`receive` without the immediate ACK: for a caller that knows whether more is due
+        (``AgiSession`` after a reply: the next command carries the ACK) and calls
+        :meth:`acknowledge` before it waits again."""
         try:
             self._arm(socket.SO_RCVTIMEO, deadline, "Asterisk did not answer in time")
-            data = self._sock.recv(_READ_CHUNK)
+            return self._sock.recv(_READ_CHUNK)
         except BlockingIOError as exc:  # EAGAIN: SO_RCVTIMEO expired
             raise AgiTimeout("Asterisk did not answer in time") from exc
         except OSError:
             return b""
+
+    def acknowledge(self) -> None:
+        """ACK what was received now (TCP_QUICKACK): Asterisk's Nagle may hold its next line until then."""
         self._set_quickack()
-        return data
 
     def close(self) -> None:
         try:

@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional
 
+from vicirec.asterisk import codec
 from vicirec.asterisk.channel import AgiSession
 from vicirec.deadline import Deadline
 from vicirec.engine import Report
@@ -31,10 +32,27 @@ def finish_invocation(
     """Write the audit record, set the variables, log the one summary event every invocation ends
     with. Fail closed: when the audit record cannot be written the channel reads ERROR / INTERNAL,
     whatever the action did, because a consent that cannot be proven must not read OK."""
-    audited: Optional[bool] = None
-    if audit is not None:
-        report, audited = audit_invocation(audit, session, report, log, transport=transport)
+    report, audited = audit_if_configured(audit, session, report, log, transport=transport)
     reported = write_report(session, report)
+    log_invocation(log, session, report, transport=transport, started=started, reported=reported,
+                   audited=audited)
+    return reported
+
+
+def audit_if_configured(
+    audit: Optional[AuditTrail], session: AgiSession, report: Report, log: Any, *, transport: str
+) -> tuple[Report, Optional[bool]]:
+    """finish_invocation's first step: the report to set and whether it was audited (None: no trail)."""
+    if audit is None:
+        return report, None
+    return audit_invocation(audit, session, report, log, transport=transport)
+
+
+def log_invocation(
+    log: Any, session: AgiSession, report: Report, *, transport: str, started: float, reported: bool,
+    audited: Optional[bool],
+) -> None:
+    """finish_invocation's last step: the one summary event of the invocation."""
     log.info(
         "invocation",
         transport=transport,
@@ -44,7 +62,11 @@ def finish_invocation(
         audited=audited,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
     )
-    return reported
+
+
+def report_commands(report: Report) -> list[bytes]:
+    """The ``SET VARIABLE`` lines write_report sends, in its order."""
+    return [codec.set_variable(name, value) for name, value in report.variables()]
 
 
 def audit_invocation(

@@ -161,6 +161,13 @@ class AgiSession:
         self._sighup_received = sighup_received
         self._reader = codec.ReplyReader(max_line_bytes=max_line_bytes)
         self._reader.feed(leftover)
+        # Transports that can defer the per-receive ACK (the daemon's): ACK only before waiting for
+        # the rest of a reply, not after a complete one (the next command carries that ACK).
+        self._receive_unacked: Optional[Callable[[Deadline], bytes]] = getattr(
+            transport, "receive_unacked", None)
+        self._acknowledge: Optional[Callable[[], None]] = getattr(transport, "acknowledge", None)
+        if self._receive_unacked is None or self._acknowledge is None:
+            self._receive_unacked = self._acknowledge = None
         self._hangup_line = False
         self._dead = False
         self.closed = False
@@ -177,8 +184,19 @@ class AgiSession:
         """Read the environment block, then hand back a session ready for commands."""
         reader = codec.EnvironmentReader(max_line_bytes=max_line_bytes)
         environment: Optional[AgiEnvironment] = None
+        # As in _read_reply: with a transport that can defer its ACK, ACK only before waiting for
+        # the rest of the block (Asterisk writes it line by line), not after the whole of it.
+        receive_unacked: Optional[Callable[[Deadline], bytes]] = getattr(transport, "receive_unacked", None)
+        acknowledge: Optional[Callable[[], None]] = getattr(transport, "acknowledge", None)
+        received = False
         while environment is None:
-            data = transport.receive(deadline)
+            if receive_unacked is None or acknowledge is None:
+                data = transport.receive(deadline)
+            else:
+                if received:
+                    acknowledge()
+                data = receive_unacked(deadline)
+                received = True
             if not data:
                 raise AgiChannelClosed("Asterisk closed the channel inside the environment block")
             environment = reader.feed(data)
@@ -204,6 +222,19 @@ class AgiSession:
         return None
 
     def execute(self, command: bytes, deadline: Deadline) -> AgiReply:
+        self.before_command()
+        try:
+            self.transport.send(command, deadline)
+        except AgiChannelClosed:
+            self.closed = True
+            raise
+        return self.check_reply(command, self._read_reply(deadline))
+
+    # The three steps of execute() for a caller that does the I/O itself (the FastAGI daemon's
+    # reporter sends and receives on a non-blocking loop): same checks, same order.
+
+    def before_command(self) -> None:
+        """Raise what a command may not be sent after (a closed channel, a reply nobody asked for)."""
         if self.closed:
             raise AgiChannelClosed("the AGI channel is closed")
         # Anything already buffered (a HANGUP line) belongs before our reply.
@@ -211,12 +242,15 @@ class AgiSession:
         if early is not None:
             raw = early.lines[0] if early.lines else ""
             raise AgiProtocolError("reply arrived before any command", raw=raw)
-        try:
-            self.transport.send(command, deadline)
-        except AgiChannelClosed:
-            self.closed = True
-            raise
-        reply = self._read_reply(deadline)
+
+    def take_reply(self, data: bytes) -> Optional[AgiReply]:
+        """Feed what the transport received (``b""``: none yet); the reply once it is complete."""
+        if data:
+            self._reader.feed(data)
+        return self._pending_events()
+
+    def check_reply(self, command: bytes, reply: AgiReply) -> AgiReply:
+        """``reply`` to ``command``, or the error it means (511: the caller hung up)."""
         if reply.code == 511:
             self._dead = True
             raise AgiDeadChannel("the caller has hung up", raw=reply.lines[0])
@@ -228,11 +262,18 @@ class AgiSession:
         return reply
 
     def _read_reply(self, deadline: Deadline) -> AgiReply:
+        received = False
         while True:
             reply = self._pending_events()
             if reply is not None:
                 return reply
-            data = self.transport.receive(deadline)
+            if self._receive_unacked is None or self._acknowledge is None:
+                data = self.transport.receive(deadline)
+            else:
+                if received:  # part of what is due came (a HANGUP line, a piece): ACK before waiting
+                    self._acknowledge()
+                data = self._receive_unacked(deadline)
+                received = True
             if not data:
                 self.closed = True
                 raise AgiChannelClosed("Asterisk closed the channel before replying")
