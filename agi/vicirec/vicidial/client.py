@@ -366,6 +366,10 @@ def _encode_form(form: Mapping[str, str]) -> bytes:
                      doseq=True).encode("ascii")
 
 
+def _nothing() -> None:
+    return None
+
+
 class WatchdogGuard:
     """One armed deadline: :meth:`cancel` it once the guarded read is over."""
 
@@ -380,6 +384,8 @@ class WatchdogGuard:
         """After this returns the action has either run to its end already or never will."""
         with self._lock:
             self.cancelled = True
+            # The entry waits in the heap until its time: do not keep the response alive with it.
+            self._action = _nothing
 
     def fire(self) -> None:
         with self._lock:  # a cancel() that comes now waits for the action to end
