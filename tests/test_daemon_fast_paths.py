@@ -139,6 +139,25 @@ def test_watchdog_cancel_waits_for_a_running_action() -> None:
     assert finished.is_set()  # cancel() returned only once the action was over
 
 
+def test_watchdog_lets_go_of_a_cancelled_action_s_response_at_once() -> None:
+    """A cancelled deadline waits in the heap until its time; it must not keep the response (its
+    socket and buffers) alive that long: under load that was megabytes of resident memory."""
+    import gc
+    import weakref
+
+    class Response:
+        pass
+
+    response = Response()
+    alive = weakref.ref(response)
+    guard = Watchdog().arm(time.monotonic() + 60.0, lambda held=response: None)
+    del response
+    assert alive() is not None
+    guard.cancel()
+    gc.collect()
+    assert alive() is None
+
+
 def test_watchdog_survives_a_failing_action() -> None:
     watchdog = Watchdog()
     done = threading.Event()
