@@ -1,5 +1,5 @@
-"""The daemon's socket transport: :class:`vicirec.asterisk.channel.SocketTransport`'s contract with
-the deadline kept by the kernel instead of by Python's socket timeout.
+"""The daemon's socket transport (:class:`vicirec.asterisk.channel.Transport` over TCP), with the
+deadline kept by the kernel instead of by Python's socket timeout.
 
 A Python socket with a timeout does three blocking calls per ``recv`` (the ``ioctl`` of
 ``settimeout``, a ``poll``, the ``recv``), and each releases the GIL. With dozens of sessions in
@@ -7,11 +7,11 @@ flight every release hands the GIL to another thread and back: that hand-off, no
 was most of the daemon's CPU under load. Here the socket stays blocking and the deadline is armed
 with ``SO_RCVTIMEO`` / ``SO_SNDTIMEO`` (a ``setsockopt`` that keeps the GIL): one blocking call per
 receive. When the kernel's timer fires the call fails with ``EAGAIN``, which becomes
-:class:`AgiTimeout` exactly as a Python socket timeout does in ``SocketTransport``.
+:class:`AgiTimeout`.
 
-Like ``SocketTransport``: ``TCP_NODELAY`` once, ``TCP_QUICKACK`` re-armed after every receive
-(Asterisk writes a multi-line reply one line per ``write()``; without an immediate ACK, Nagle on
-its side waits for our delayed ACK, ~40 ms).
+``TCP_NODELAY`` once; ``TCP_QUICKACK`` re-armed whenever more is awaited (Asterisk writes a
+multi-line reply one line per ``write()``; without an immediate ACK, Nagle on its side waits for
+our delayed ACK, ~40 ms).
 """
 
 from __future__ import annotations

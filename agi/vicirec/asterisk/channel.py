@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import select
-import socket
 from typing import Callable, Optional, Protocol
 
 from vicirec.asterisk import codec
@@ -70,62 +69,6 @@ class PipeTransport:
                 os.close(fd)
             except OSError:
                 pass
-
-
-class SocketTransport:
-    """FastAGI: one TCP connection from Asterisk."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        self._quickack = getattr(socket, "TCP_QUICKACK", None)
-        self._set_quickack()
-
-    def _set_quickack(self) -> None:
-        # Asterisk writes a multi-line reply one line per write(); without an immediate ACK,
-        # Nagle on its side waits ~40 ms for our delayed ACK. QUICKACK is not sticky: re-arm it.
-        if self._quickack is None:
-            return
-        try:
-            self._sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
-        except OSError:
-            self._quickack = None
-
-    def send(self, data: bytes, deadline: Deadline) -> None:
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise AgiTimeout("no time left to write to Asterisk")
-        self._sock.settimeout(remaining)
-        try:
-            self._sock.sendall(data)
-        except socket.timeout as exc:
-            raise AgiTimeout("Asterisk did not read our command in time") from exc
-        except OSError as exc:
-            raise AgiChannelClosed(f"Asterisk closed the connection ({exc.__class__.__name__})") from exc
-
-    def receive(self, deadline: Deadline) -> bytes:
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise AgiTimeout("Asterisk did not answer in time")
-        self._sock.settimeout(remaining)
-        try:
-            data = self._sock.recv(_READ_CHUNK)
-        except socket.timeout as exc:
-            raise AgiTimeout("Asterisk did not answer in time") from exc
-        except OSError:
-            return b""
-        self._set_quickack()
-        return data
-
-    def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
 
 
 def _wait_fd(fd: int, *, writable: bool, deadline: Deadline) -> None:
