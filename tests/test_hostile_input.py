@@ -31,7 +31,7 @@ from faultlab import (
     log_events,
     secure,
 )
-from vicirec.testing.harness import toml_text
+from vicirec.testing.harness import toml_text, write_config
 from vicirec.testing.simulator import RequestRecord, VicidialSimulator
 
 #: What vicirec may ever send as a stage: api.php's own filters keep more, the agent screen less.
@@ -339,3 +339,25 @@ def test_plain_http_to_this_machine_is_fine(lab: Lab) -> None:
     checked = check(endpoint.config)
     assert checked.returncode == 0, checked
     assert "WARNING" not in checked.stderr and "OK" in checked.stdout
+
+
+@pytest.mark.parametrize(
+    ("agents", "complaint"),
+    [
+        ({"resolvers": ["static_map"], "map_file": "{dir}/missing.map"}, "does not exist"),
+        ({"resolvers": ["static_map"], "map_file": "{dir}/bad.map"}, "line 1"),
+        ({"lookup": "mysql", "astguiclient_conf": "{dir}/missing.conf"}, "does not exist"),
+    ],
+)
+def test_check_reads_the_files_the_config_names(
+    tmp_path: Path, agents: dict[str, object], complaint: str
+) -> None:
+    """A map file or astguiclient.conf the AGI could not read fails ``vicirec check`` now, not the
+    first call (CONFIG) or the daemon's start."""
+    (tmp_path / "bad.map").write_text("SIP/1000 1000 no equals sign\n")
+    filled = {key: value.format(dir=tmp_path) if isinstance(value, str) else value
+              for key, value in agents.items()}
+    config = write_config(tmp_path, "https://dialer.example.com/agc/api.php", overrides={"agents": filled})
+    result = check(config)
+    assert result.returncode == 1, result
+    assert "ERROR" in result.stderr and complaint in result.stderr, result.stderr

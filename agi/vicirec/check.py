@@ -1,4 +1,4 @@
-"""``vicirec check``: validate a config file the way the AGI will read it."""
+"""``vicirec check``: validate a config file, and the files it names, the way the AGI will read them."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     path = config_path(options.config)
     try:
         config = load_config(options.config)
+    except ConfigError as error:
+        print(f"{path}: ERROR: {error.message}", file=sys.stderr)
+        return 1
+    try:
+        # What the AGI builds next: reads agents.map_file and astguiclient.conf, finds the driver.
+        from vicirec.runtime import build_service
+
+        build_service(config)
     except ConfigError as error:
         print(f"{path}: ERROR: {error.message}", file=sys.stderr)
         return 1
