@@ -148,8 +148,17 @@ def test_result_line_found_among_php_warnings() -> None:
 
 
 def test_call_id_format() -> None:
-    assert responses.is_call_id("V1123181500000000001")
-    assert responses.lead_id_of_call_id("V1123181500000000001") == "1"
+    from vicirec.call_facts import lead_id_of, strict_call_id
+
+    assert strict_call_id("V1123181500000000001")
+    assert lead_id_of("V1123181500000000001") == 1
     for bad in ("v1123181500000000001", "V112318150000000000", "V1123181500000000001 ", "V11231815'000000001",
-                "V1123181500000000001|1001", "Y1123181500000000001&x"):
-        assert not responses.is_call_id(bad)
+                "V1123181500000000001|1001", "Y1123181500000000001&x", "V1123181500000000001\n"):
+        assert not strict_call_id(bad)
+
+
+def test_no_logged_in_agents_is_an_empty_list_not_an_error() -> None:
+    assert responses.parse_logged_in_agents(b"ERROR: logged_in_agents NO LOGGED IN AGENTS\n") == []
+    with pytest.raises(VicirecError):
+        responses.parse_logged_in_agents(
+            b"ERROR: logged_in_agents USER DOES NOT HAVE PERMISSION TO GET AGENT INFO\n")

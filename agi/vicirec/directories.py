@@ -7,11 +7,7 @@ from __future__ import annotations
 
 from vicirec.agents import LiveAgent
 from vicirec.deadline import Deadline
-from vicirec.errors import BadResponse
 from vicirec.vicidial.client import VicidialClient
-
-# non_agent_api.php answers an empty list with an error line, not with an empty body.
-_NO_AGENTS = "NO LOGGED IN AGENTS"
 
 
 class HttpDirectory:
@@ -29,12 +25,6 @@ class HttpDirectory:
         self._client = client
 
     def logged_in_agents(self, deadline: Deadline) -> list[LiveAgent]:
-        try:
-            rows = self._client.logged_in_agents(deadline)
-        except BadResponse as error:
-            if error.raw is not None and _NO_AGENTS in error.raw:
-                return []
-            raise
         return [
             LiveAgent(
                 user=row.user,
@@ -43,5 +33,5 @@ class HttpDirectory:
                 lead_id=row.lead_id,
                 callerid=row.callerid,
             )
-            for row in rows
+            for row in self._client.logged_in_agents(deadline)
         ]

@@ -30,7 +30,7 @@ from vicirec.redaction import redact_shapes
 
 _RESULT_LINE = re.compile(rb"^(SUCCESS|NOTICE|ERROR): ?(.*?)\r?$", re.MULTILINE)
 _RECORDING_FIELD_COUNT = 8
-_CALL_ID = re.compile(r"^[A-Z][0-9]{19}$")
+_NO_AGENTS = "NO LOGGED IN AGENTS"
 
 
 class Outcome(str, enum.Enum):
@@ -237,7 +237,10 @@ def _login_error(line: ResultLine) -> VicidialError:
 def parse_logged_in_agents(body: bytes) -> list[LoggedInAgent]:
     """``function=logged_in_agents`` in its default pipe format (no header)."""
     if _RESULT_LINE.search(body):
-        raise_for_error(find_result_line(body))
+        result = find_result_line(body)
+        if result.outcome is Outcome.ERROR and _NO_AGENTS in result.reason:
+            return []  # an empty list comes as an error line, not as an empty body
+        raise_for_error(result)
     agents: list[LoggedInAgent] = []
     for raw_line in body.split(b"\n"):
         line = raw_line.rstrip(b"\r").decode("utf-8", "replace")
@@ -262,16 +265,6 @@ def parse_agent_status(body: bytes) -> AgentStatus:
         raise BadResponse("agent_status line with fewer than 13 fields", raw=redact_shapes(lines[0]))
     return AgentStatus(status=parts[0], callerid=parts[1], lead_id=parts[2], campaign_id=parts[3],
                        session_id=parts[12])
-
-
-def is_call_id(value: str) -> bool:
-    """VICIdial's 20-character call id: a capital letter, 9 time digits, a 10-digit lead id."""
-    return bool(_CALL_ID.match(value))
-
-
-def lead_id_of_call_id(call_id: str) -> str:
-    """The lead id inside a call id, without its zero padding."""
-    return str(int(call_id[10:]))
 
 
 def _describe_unexpected(body: bytes) -> str:
