@@ -21,10 +21,11 @@ from typing import Any, Optional
 
 import pytest
 
-from vicirec import audit
+from vicirec import audit, audit_search
 from vicirec.asterisk.channel import AgiSession
 from vicirec.asterisk.codec import parse_environment
-from vicirec.audit import AuditError, AuditFilter, AuditRecord, AuditTrail
+from vicirec.audit import AuditError, AuditRecord, AuditTrail
+from vicirec.audit_search import AuditFilter
 from vicirec.config import AuditSettings
 from vicirec.deadline import Deadline
 from vicirec.engine import Report
@@ -279,8 +280,8 @@ def test_torn_last_line_is_not_joined_to_the_next_record(tmp_path: Path) -> None
     path.write_bytes(b'{"v":1,"time":"2024-05-01T00:00:00Z","agent":"10')  # a writer died mid-line
     writer = trail(path)
     writer.write(writer.build(CONSENT, uniqueid="u", channel="c", caller_number="", transport="process"))
-    stats = audit.ReadStats()
-    assert [r.uniqueid for r in audit.read_records([str(path)], stats)] == ["u"]
+    stats = audit_search.ReadStats()
+    assert [r.uniqueid for r in audit_search.read_records([str(path)], stats)] == ["u"]
     assert stats.skipped == 1
 
 
@@ -451,7 +452,7 @@ def test_process_agi_audits_the_consent_and_the_cli_finds_it(
     assert stop["action"] == "STOP" and stop["recording"] is False
 
     capsys.readouterr()
-    assert audit.main(["--config", str(config), "--consent", "--caller", LAB_CUSTOMER_NUMBER,
+    assert audit_search.main(["--config", str(config), "--consent", "--caller", LAB_CUSTOMER_NUMBER,
                        "--format", "json"]) == 0
     [found] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert found["recording_id"] == started["VICIREC_RECORDING_ID"]
@@ -508,7 +509,7 @@ def audit_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def search(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, list[str], str]:
     capsys.readouterr()
-    code = audit.main(["--file", str(path), "--format", "json", *args])
+    code = audit_search.main(["--file", str(path), "--format", "json", *args])
     out, err = capsys.readouterr()
     found = [json.loads(line) for line in out.splitlines()]
     return code, [record["uniqueid"] + ":" + record["action"] for record in found], err
@@ -573,7 +574,7 @@ def test_hashed_caller_needs_the_key(
 
 def test_consent_table(audit_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    assert audit.main(["--file", str(audit_file), "--consent", "--uniqueid", "100.1"]) == 0
+    assert audit_search.main(["--file", str(audit_file), "--consent", "--uniqueid", "100.1"]) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split() == ["TIME", "(UTC)", "UNIQUEID", "AGENT", "ACTION", "STAGE", "RESULT", "RECORDING",
                               "FILENAME", "CONFIRMED", "CALLER"]
@@ -589,13 +590,13 @@ def test_config_gives_the_file_and_gz_rotations_are_read(
     with gzip.open(rotated, "wb") as file:
         file.write(audit_file.read_bytes())
     capsys.readouterr()
-    assert audit.main(["--file", str(rotated), "--consent", "--format", "json"]) == 0
+    assert audit_search.main(["--file", str(rotated), "--consent", "--format", "json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
 
     config = write_config(tmp_path, "http://127.0.0.1:9/agc/api.php",
                           overrides={"audit": {"path": str(audit_file)}})
     monkeypatch.setenv("VICIREC_CONFIG", str(config))
-    assert audit.main(["--agent", "1002", "--format", "json"]) == 0
+    assert audit_search.main(["--agent", "1002", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["action"] == "STATUS"
 
 
@@ -603,14 +604,14 @@ def test_usage_errors_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VICIREC_CONFIG", str(tmp_path / "no-config.toml"))
-    assert audit.main([]) == 2
+    assert audit_search.main([]) == 2
     assert "no audit file" in capsys.readouterr().err
-    assert audit.main(["--file", str(tmp_path / "missing.jsonl")]) == 2
+    assert audit_search.main(["--file", str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot read" in capsys.readouterr().err
-    assert audit.main(["--file", str(tmp_path / "x"), "--since", "yesterday"]) == 2
+    assert audit_search.main(["--file", str(tmp_path / "x"), "--since", "yesterday"]) == 2
     assert "bad date" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        audit.main(["--outcome", "MAYBE"])
+        audit_search.main(["--outcome", "MAYBE"])
 
 
 def test_filter_object_is_pure() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Optional
 
 import pytest
 
+import vicirec
 from vicirec.engine import VARIABLE_NAMES
 from vicirec.testing.fake_asterisk import AgiRun, FakeAsterisk, FakeChannel, HangupPlan, parse_args
 from vicirec.testing.harness import agi_environment, caller_channel, process_agi_command, write_config
@@ -229,3 +231,27 @@ def test_an_earlier_discovery_is_not_taken_for_the_dialplan_s_choice(
     third = assert_contract(run_agi(config, ["STATUS"], channel))
     assert (third["VICIREC_AGENT"], third["VICIREC_AGENT_SOURCE"], third["VICIREC_AGENT_DISCOVERED"]) == (
         "1001", "channel_variable", "")
+
+
+# In an AGI, stdout is the protocol channel: only the command-line front ends may print, and no
+# module on a call's path imports them.
+COMMAND_LINE_MODULES = {"cli.py", "check.py", "demo.py", "audit_search.py", "testing/simulator.py"}
+
+
+def test_only_command_line_modules_print() -> None:
+    package = Path(vicirec.__file__).parent
+    printing = {str(path.relative_to(package)) for path in package.rglob("*.py")
+                if "print(" in path.read_text(encoding="utf-8")}
+    assert printing <= COMMAND_LINE_MODULES, printing - COMMAND_LINE_MODULES
+
+
+def test_the_call_paths_never_import_a_command_line_module() -> None:
+    names = ", ".join(repr("vicirec." + m[:-3].replace("/", ".")) for m in sorted(COMMAND_LINE_MODULES))
+    code = (
+        "import sys, vicirec.process_agi, vicirec.fastagi, vicirec.runtime, vicirec.reporting\n"
+        "import vicirec.audit, vicirec.fastagi_server\n"
+        f"print(sorted(m for m in ({names},) if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            timeout=30)
+    assert result.stdout.strip() == "[]"

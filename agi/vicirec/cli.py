@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "simulator": ("vicirec.testing.simulator", "run the VICIdial simulator on 127.0.0.1 (--port N)"),
     "serve": ("vicirec.fastagi", "run the FastAGI daemon (default 127.0.0.1:4573)"),
     "check": ("vicirec.check", "validate a config file; exit 1 on errors or unsafe settings"),
-    "audit": ("vicirec.audit", "search the consent / PCI audit trail"),
+    "audit": ("vicirec.audit_search", "search the consent / PCI audit trail"),
 }
 
 
