@@ -32,7 +32,6 @@ from vicirec.config import Config, exposure_warning, load_config
 from vicirec.errors import ConfigError
 from vicirec.fastagi_server import FastAgiServer, bind_listener, listening_address
 from vicirec.fastagi_session import DaemonRuntime, parse_allowlist
-from vicirec.redaction import Redactor
 from vicirec.runtime import build_service
 from vicirec.sdnotify import Notifier
 from vicirec.vicidial.client import make_session
@@ -63,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _start(options: argparse.Namespace, notifier: Notifier) -> int:
     config = load_daemon_config(options)
-    _configure_logging(config)
+    logs.configure_for(config)
     log = logs.get_logger()
     for warning in config.warnings:
         log.warning("config_warning", warning=warning)
@@ -162,10 +161,6 @@ def _audit_trail(config: Config, previous: Optional[DaemonRuntime]) -> Any:
     return AuditTrail(config.audit)
 
 
-def _configure_logging(config: Config) -> None:
-    logs.configure(config.log, Redactor([config.vicidial.password]))
-
-
 #: Settings a reload cannot change: the socket, the worker pool and the HTTP pool are built once.
 RESTART_ONLY = ("host", "port", "max_sessions")
 
@@ -185,7 +180,7 @@ def reload_runtime(
         return None
     old = current.config
     if config.log != old.log or config.vicidial.password != old.vicidial.password:
-        _configure_logging(config)
+        logs.configure_for(config)
     log = logs.get_logger()
     for warning in config.warnings:
         log.warning("config_warning", warning=warning)

@@ -10,11 +10,11 @@ report at once: a command goes out when the previous reply is in, exactly as ``w
 sends them, and each wake-up serves every socket that is ready.
 
 The worker hands a session over once the action is done and the audit record written
-(:func:`vicirec.reporting.audit_if_configured`); from then on this loop owns the connection until
+(:func:`vicirec.reporting.audit_invocation`); from then on this loop owns the connection until
 ``release`` is called with it. The checks are ``AgiSession``'s own (``before_command``,
 ``take_reply``, ``check_reply``), the budget is ``write_report``'s ``REPORT_SECONDS``, the
-summary event is ``log_invocation``'s and the close is ``close_gracefully``'s (half-close, read
-until Asterisk closes or ``CLOSE_DRAIN_SECONDS`` pass).
+summary event is ``log_invocation``'s, and the close is graceful (half-close, read until Asterisk
+closes or ``CLOSE_DRAIN_SECONDS`` pass, so no reset races the last replies).
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ class Reporter:
         if not reported:
             self._finish(job)
             return
-        try:  # close_gracefully: half-close, then read until Asterisk closes too
+        try:  # half-close, then read until Asterisk closes too
             job.conn.shutdown(socket.SHUT_WR)
         except OSError:
             self._finish(job)

@@ -21,9 +21,9 @@ from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.engine import RecordingService, Report, error_report
 from vicirec.errors import AgiError, AgiTimeout, BadRequest, ErrorCode, VicirecError
-from vicirec.fastagi_reporter import CLOSE_DRAIN_SECONDS, Release, Reporter
-from vicirec.fastagi_transport import KernelTimeoutTransport, timeval
-from vicirec.reporting import REPORT_SECONDS, audit_if_configured, finish_invocation
+from vicirec.fastagi_reporter import Release, Reporter
+from vicirec.fastagi_transport import KernelTimeoutTransport
+from vicirec.reporting import REPORT_SECONDS, audit_invocation
 from vicirec.runtime import SessionChannelView
 
 if TYPE_CHECKING:  # pragma: no cover - imported only when an audit trail is configured
@@ -104,12 +104,12 @@ def work_seconds(config: Config) -> float:
 
 def serve_connection(
     conn: socket.socket, peer: str, accepted_at: float, runtime: DaemonRuntime, *,
-    reporter: Optional[Reporter] = None, release: Optional[Release] = None,
+    reporter: Reporter, release: Release,
 ) -> bool:
-    """Serve one connection; never raises for anything Asterisk or VICIdial did. The caller closes
-    ``conn`` (and enforces ``session_deadline`` from outside by shutting the socket down) unless
-    this returns True: with a ``reporter`` (and its ``release``) the variables are set, the summary
-    logged and the connection closed by the reporter's loop, which then calls ``release(conn)``."""
+    """Serve one connection; never raises for anything Asterisk or VICIdial did. True when the
+    session went to the ``reporter``, whose loop then sets the variables, logs the summary, closes
+    ``conn`` and calls ``release(conn)``; False when it ended before (the caller closes ``conn``,
+    and enforces ``session_deadline`` from outside by shutting the socket down)."""
     settings = runtime.config.fastagi
     transport = KernelTimeoutTransport(conn)
     env_budget = min(settings.env_timeout, settings.session_deadline) - (time.monotonic() - accepted_at)
@@ -130,16 +130,9 @@ def serve_connection(
         report = unknown_script_report(path)
     else:
         report = run_service(runtime.service, session, accepted_at, runtime.config, log)
-    if reporter is not None and release is not None:
-        report, audited = audit_if_configured(runtime.audit, session, report, log, transport="fastagi")
-        reporter.submit(conn, peer, session, report, log, started=accepted_at, audited=audited,
-                        release=release)
-        return True
-    reported = finish_invocation(
-        session, report, log, transport="fastagi", started=accepted_at, audit=runtime.audit)
-    if reported:
-        close_gracefully(conn, Deadline(CLOSE_DRAIN_SECONDS))
-    return False
+    report, audited = audit_invocation(runtime.audit, session, report, log, transport="fastagi")
+    reporter.submit(conn, peer, session, report, log, started=accepted_at, audited=audited, release=release)
+    return True
 
 
 def run_service(
@@ -154,19 +147,3 @@ def run_service(
     except Exception as error:  # the contract: variables are set whatever went wrong
         log.exception("internal_error", error_type=error.__class__.__name__)
         return error_report(VicirecError(f"internal error ({error.__class__.__name__})"))
-
-
-def close_gracefully(conn: socket.socket, deadline: Deadline) -> None:
-    """Half-close and read until Asterisk closes too (it answers with ``HANGUP`` and EOF), so no
-    reset ever races the last replies. Bounded by ``deadline``."""
-    try:
-        conn.shutdown(socket.SHUT_WR)
-        while True:
-            remaining = deadline.remaining()
-            if remaining <= 0:
-                return
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(remaining))
-            if not conn.recv(4096):
-                return
-    except OSError:  # BlockingIOError (the timeout) included
-        return

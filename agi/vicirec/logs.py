@@ -14,7 +14,7 @@ from typing import Any, Optional, TextIO
 
 import structlog
 
-from vicirec.config import LogSettings
+from vicirec.config import Config, LogSettings
 from vicirec.redaction import Redactor
 from vicirec.shared_files import open_for_append
 
@@ -190,6 +190,11 @@ def configure(settings: LogSettings, redactor: Redactor, *, sink: Optional[_Sink
         logger_factory=lambda *_: _current_sink,
         cache_logger_on_first_use=False,
     )
+
+
+def configure_for(config: Config) -> None:
+    """Logging as ``config`` says, masking its API password."""
+    configure(config.log, Redactor([config.vicidial.password]))
 
 
 def configure_fallback() -> None:

@@ -50,7 +50,6 @@ def run(read_fd: int, write_fd: int, *, sighup: Any, started: float,
     from vicirec.deadline import Deadline
     from vicirec.engine import Report, error_report
     from vicirec.errors import AgiError, ConfigError, VicirecError
-    from vicirec.redaction import Redactor
 
     environ = dict(os.environ) if environ is None else environ
     transport = PipeTransport(read_fd, write_fd)
@@ -64,7 +63,7 @@ def run(read_fd: int, write_fd: int, *, sighup: Any, started: float,
         except ConfigError:
             logs.configure_fallback()
         else:
-            logs.configure(fallback_config.log, Redactor([fallback_config.vicidial.password]))
+            logs.configure_for(fallback_config)
         logs.get_logger().error("agi_environment_unreadable", error=error.message, raw=error.raw)
         transport.close()
         return 1
@@ -83,7 +82,7 @@ def run(read_fd: int, write_fd: int, *, sighup: Any, started: float,
         log = logs.get_logger(uniqueid=env.uniqueid, channel=env.channel)
         report = error_report(error)
     else:
-        logs.configure(config.log, Redactor([config.vicidial.password]))
+        logs.configure_for(config)
         log = logs.get_logger(uniqueid=env.uniqueid, channel=env.channel)
         for warning in config.warnings:
             log.warning("config_warning", warning=warning)

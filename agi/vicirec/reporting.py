@@ -32,20 +32,11 @@ def finish_invocation(
     """Write the audit record, set the variables, log the one summary event every invocation ends
     with. Fail closed: when the audit record cannot be written the channel reads ERROR / INTERNAL,
     whatever the action did, because a consent that cannot be proven must not read OK."""
-    report, audited = audit_if_configured(audit, session, report, log, transport=transport)
+    report, audited = audit_invocation(audit, session, report, log, transport=transport)
     reported = write_report(session, report)
     log_invocation(log, session, report, transport=transport, started=started, reported=reported,
                    audited=audited)
     return reported
-
-
-def audit_if_configured(
-    audit: Optional[AuditTrail], session: AgiSession, report: Report, log: Any, *, transport: str
-) -> tuple[Report, Optional[bool]]:
-    """finish_invocation's first step: the report to set and whether it was audited (None: no trail)."""
-    if audit is None:
-        return report, None
-    return audit_invocation(audit, session, report, log, transport=transport)
 
 
 def log_invocation(
@@ -70,9 +61,12 @@ def report_commands(report: Report) -> list[bytes]:
 
 
 def audit_invocation(
-    audit: AuditTrail, session: AgiSession, report: Report, log: Any, *, transport: str
-) -> tuple[Report, bool]:
-    """The report to set (downgraded when the record could not be written) and whether it was."""
+    audit: Optional[AuditTrail], session: AgiSession, report: Report, log: Any, *, transport: str
+) -> tuple[Report, Optional[bool]]:
+    """finish_invocation's first step: the report to set (downgraded when the record could not be
+    written) and whether it was (None: no audit trail configured)."""
+    if audit is None:
+        return report, None
     try:
         audit.record(report, session.environment, transport=transport)
     except Exception as error:  # any failure at all: fail closed
