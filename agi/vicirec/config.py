@@ -77,7 +77,7 @@ class LogSettings:
 class AuditSettings:
     path: str = ""
     caller_number: str = "hash"
-    # HMAC key for caller_number = "hash". Empty: a random key kept in "<path>.key" (mode 0600),
+    # HMAC key for caller_number = "hash". Empty: a random key kept in "<path>.key" (mode 0640),
     # made on first use. Set it (the same on every server) to compare hashes across servers.
     hash_key: str = field(default="", repr=False)
 
@@ -245,7 +245,7 @@ def _validate(config: Config) -> list[str]:
         warnings.append("call.confirm is longer than call.deadline: the deadline wins")
     if call.confirm_poll_interval <= 0:
         raise ConfigError("call.confirm_poll_interval must be above zero")
-    if not call.agent_variable.replace("_", "").isalnum():
+    if not _is_variable_name(call.agent_variable):
         raise ConfigError("call.agent_variable must be a channel variable name")
     agents = config.agents
     bad = [name for name in agents.resolvers if name not in RESOLVER_NAMES]
@@ -256,7 +256,7 @@ def _validate(config: Config) -> list[str]:
         raise ConfigError('agents.lookup must be "http" or "mysql"')
     if "static_map" in agents.resolvers and not agents.map_file:
         raise ConfigError("agents.resolvers names static_map but agents.map_file is empty")
-    if not agents.room_variable.replace("_", "").isalnum() or not agents.room_variable.isascii():
+    if not _is_variable_name(agents.room_variable):
         raise ConfigError("agents.room_variable must be a channel variable name")
     if agents.cache_seconds > 10:
         raise ConfigError("agents.cache_seconds must be at most 10 (about 1 is right)")
@@ -293,6 +293,11 @@ def exposure_warning(fastagi: FastAgiSettings, setting: str = "fastagi.host") ->
         return ""
     return (f"{setting} {fastagi.host} listens beyond this machine and fastagi.allow is empty: "
             "any host that reaches the port can start recordings")
+
+
+def _is_variable_name(name: str) -> bool:
+    """An Asterisk channel variable name vicirec may read with GET VARIABLE: ASCII word characters."""
+    return name.isascii() and name.replace("_", "").isalnum()
 
 
 def _is_local_host(host: str) -> bool:

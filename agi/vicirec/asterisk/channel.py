@@ -71,6 +71,19 @@ class PipeTransport:
                 pass
 
 
+def _receive(transport: Transport, deadline: Deadline, *, partial: bool) -> bytes:
+    """The next bytes from Asterisk. A transport that can defer its ACK (the daemon's: TCP_QUICKACK)
+    ACKs only before waiting for the rest of a reply or environment block that came in part
+    (Asterisk writes them line by line), not after a complete one: the next command carries it."""
+    receive_unacked = getattr(transport, "receive_unacked", None)
+    if receive_unacked is None:
+        return transport.receive(deadline)
+    if partial:
+        transport.acknowledge()  # type: ignore[attr-defined]
+    data: bytes = receive_unacked(deadline)
+    return data
+
+
 def _wait_fd(fd: int, *, writable: bool, deadline: Deadline) -> None:
     while True:
         remaining = deadline.remaining()
@@ -104,13 +117,6 @@ class AgiSession:
         self._sighup_received = sighup_received
         self._reader = codec.ReplyReader(max_line_bytes=max_line_bytes)
         self._reader.feed(leftover)
-        # Transports that can defer the per-receive ACK (the daemon's): ACK only before waiting for
-        # the rest of a reply, not after a complete one (the next command carries that ACK).
-        self._receive_unacked: Optional[Callable[[Deadline], bytes]] = getattr(
-            transport, "receive_unacked", None)
-        self._acknowledge: Optional[Callable[[], None]] = getattr(transport, "acknowledge", None)
-        if self._receive_unacked is None or self._acknowledge is None:
-            self._receive_unacked = self._acknowledge = None
         self._hangup_line = False
         self._dead = False
         self.closed = False
@@ -127,19 +133,10 @@ class AgiSession:
         """Read the environment block, then hand back a session ready for commands."""
         reader = codec.EnvironmentReader(max_line_bytes=max_line_bytes)
         environment: Optional[AgiEnvironment] = None
-        # As in _read_reply: with a transport that can defer its ACK, ACK only before waiting for
-        # the rest of the block (Asterisk writes it line by line), not after the whole of it.
-        receive_unacked: Optional[Callable[[Deadline], bytes]] = getattr(transport, "receive_unacked", None)
-        acknowledge: Optional[Callable[[], None]] = getattr(transport, "acknowledge", None)
         received = False
         while environment is None:
-            if receive_unacked is None or acknowledge is None:
-                data = transport.receive(deadline)
-            else:
-                if received:
-                    acknowledge()
-                data = receive_unacked(deadline)
-                received = True
+            data = _receive(transport, deadline, partial=received)
+            received = True
             if not data:
                 raise AgiChannelClosed("Asterisk closed the channel inside the environment block")
             environment = reader.feed(data)
@@ -210,13 +207,8 @@ class AgiSession:
             reply = self._pending_events()
             if reply is not None:
                 return reply
-            if self._receive_unacked is None or self._acknowledge is None:
-                data = self.transport.receive(deadline)
-            else:
-                if received:  # part of what is due came (a HANGUP line, a piece): ACK before waiting
-                    self._acknowledge()
-                data = self._receive_unacked(deadline)
-                received = True
+            data = _receive(self.transport, deadline, partial=received)
+            received = True
             if not data:
                 self.closed = True
                 raise AgiChannelClosed("Asterisk closed the channel before replying")
