@@ -10,8 +10,9 @@ Discovered (all run; two different agents is ``NO_AGENT``, never a guess):
 * ``call_id``: CALLERID(name) is exactly a VICIdial call id and one agent's ``callerid`` is that id.
   Caller-controlled, so the match must be corroborated (see :mod:`vicirec.corroboration`).
 * ``lead_id``: the lead id inside that call id is one agent's ``lead_id``. Corroborated likewise.
-* ``session``: this channel is a party of the ConfBridge room named by ``agents.room_variable``
-  and one agent's ``conf_exten`` is that room (on this server, where the lookup tells servers apart).
+* ``session``: this channel is a party of the ConfBridge room named by ``agents.room_variable`` (or
+  by the conference's announcer in ``BRIDGEPEER``) and one agent's ``conf_exten`` is that room (on
+  this server, where the lookup tells servers apart).
 * ``bridge_peer``: a phone bridged with this channel (``BRIDGEPEER``, or this channel itself when
   the agent pressed the key) is one agent's ``extension``. Needs a lookup that reports phones (mysql).
 * ``static_map``: the same phones, looked up in ``agents.map_file`` instead of VICIdial.
@@ -20,6 +21,7 @@ Discovered (all run; two different agents is ``NO_AGENT``, never a guess):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Callable
 
 from vicirec.agents import LiveAgent, ResolveContext, Resolver, Verdict
 from vicirec.call_facts import bridge_parties, call_devices, caller_call_id, confirmed_room, lead_id_of
@@ -91,6 +93,21 @@ def _corroborated(resolver: str, rows: Sequence[LiveAgent], context: ResolveCont
                    "agents.require_corroboration = false")
 
 
+def _one_agent_matching(
+    resolver: str, context: ResolveContext, keep: Callable[[LiveAgent], bool], *, what: str, noun: str,
+    absent: str,
+) -> Verdict:
+    """The one agent whose rows ``keep`` picks, corroborated. ``what`` (``call V…``) and ``noun``
+    (``call``) word the reasons; ``absent`` is the reason when no agent matches."""
+    users = _by_user(agent for agent in context.live_agents() if keep(agent))
+    if not users:
+        return Verdict(resolver, None, absent)
+    if len(users) > 1:
+        return Verdict(resolver, None, f"{what} matches {len(users)} agents", refused=True)
+    rows = next(iter(users.values()))
+    return _corroborated(resolver, rows, context, f"{what} is agent {rows[0].user}'s {noun}")
+
+
 class CallIdResolver:
     """VICIdial's call id in CALLERID(name), matched against the agents' current call ids."""
 
@@ -101,13 +118,9 @@ class CallIdResolver:
         call_id, why = caller_call_id(context)
         if call_id is None:
             return Verdict(self.name, None, why)
-        users = _by_user(agent for agent in context.live_agents() if agent.callerid == call_id)
-        if not users:
-            return Verdict(self.name, None, f"no logged-in agent is on call {call_id}")
-        if len(users) > 1:
-            return Verdict(self.name, None, f"call {call_id} matches {len(users)} agents", refused=True)
-        rows = next(iter(users.values()))
-        return _corroborated(self.name, rows, context, f"call {call_id} is agent {rows[0].user}'s call")
+        return _one_agent_matching(self.name, context, lambda agent: agent.callerid == call_id,
+                                   what=f"call {call_id}", noun="call",
+                                   absent=f"no logged-in agent is on call {call_id}")
 
 
 class LeadIdResolver:
@@ -123,13 +136,9 @@ class LeadIdResolver:
         lead = lead_id_of(call_id)
         if lead <= 0:
             return Verdict(self.name, None, "the call id carries no lead id")
-        users = _by_user(agent for agent in context.live_agents() if _lead_number(agent.lead_id) == lead)
-        if not users:
-            return Verdict(self.name, None, f"no logged-in agent has lead {lead}")
-        if len(users) > 1:
-            return Verdict(self.name, None, f"lead {lead} matches {len(users)} agents", refused=True)
-        rows = next(iter(users.values()))
-        return _corroborated(self.name, rows, context, f"lead {lead} is agent {rows[0].user}'s lead")
+        return _one_agent_matching(self.name, context, lambda agent: _lead_number(agent.lead_id) == lead,
+                                   what=f"lead {lead}", noun="lead",
+                                   absent=f"no logged-in agent has lead {lead}")
 
 
 def _lead_number(value: str) -> int:
