@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vicirec.config import read_named_file
 from vicirec.errors import ConfigError
 
 MAX_CONF_BYTES = 1 << 20
@@ -75,20 +76,8 @@ def load_astguiclient_conf(
     path: str, socket_candidates: Sequence[str] = SOCKET_CANDIDATES
 ) -> DatabaseSettings:
     """Read and parse the file; for ``localhost``, use the local server socket as Perl DBI does."""
-    file = Path(path)
-    try:
-        with file.open("rb") as handle:
-            data = handle.read(MAX_CONF_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"agents.astguiclient_conf {path} does not exist (needed by lookup = mysql)"
-        ) from exc
-    except PermissionError as exc:
-        raise ConfigError(f"agents.astguiclient_conf {path} is not readable by this user") from exc
-    except OSError as exc:
-        raise ConfigError(f"agents.astguiclient_conf {path} cannot be read: {exc.strerror}") from exc
-    if len(data) > MAX_CONF_BYTES:
-        raise ConfigError(f"agents.astguiclient_conf {path} is larger than {MAX_CONF_BYTES} bytes")
+    data = read_named_file(path, "agents.astguiclient_conf", limit=MAX_CONF_BYTES,
+                           missing_hint=" (needed by lookup = mysql)")
     settings = parse_astguiclient_conf(data.decode("utf-8", "replace"), source=path)
     if settings.host == "localhost":
         for candidate in socket_candidates:

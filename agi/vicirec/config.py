@@ -135,17 +135,27 @@ def config_path(explicit: Optional[str] = None, environ: Optional[Mapping[str, s
     return DEFAULT_CONFIG_PATH
 
 
+def read_named_file(path: str, what: str, *, limit: Optional[int] = None, missing_hint: str = "") -> bytes:
+    """The bytes of a file the config names (``what``: how messages call it), or a ConfigError
+    saying why not; more than ``limit`` bytes is an error too."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read() if limit is None else handle.read(limit + 1)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist{missing_hint}") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"{what} {path} is not readable by uid {os.getuid()}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from exc
+    if limit is not None and len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
 def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Config:
     """Read and check the config file named by ``path``, ``$VICIREC_CONFIG`` or the default."""
     file = config_path(path, environ)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {file} does not exist") from exc
-    except PermissionError as exc:
-        raise ConfigError(f"config file {file} is not readable by uid {os.getuid()}") from exc
-    except OSError as exc:
-        raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from exc
+    data = read_named_file(str(file), "config file")
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on the Debian 11 / VICIbox Pythons

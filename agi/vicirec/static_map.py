@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
+from vicirec.config import read_named_file
 from vicirec.devices import Device, device_of_extension, is_bare_extension
 from vicirec.errors import ConfigError
 from vicirec.request import AGENT_USER
@@ -98,16 +98,7 @@ def parse_static_map(text: str, source: str = "agents.map_file") -> StaticMap:
 
 
 def load_static_map(path: str) -> StaticMap:
-    file = Path(path)
-    try:
-        with file.open("rb") as handle:
-            data = handle.read(MAX_MAP_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"agents.map_file {path} does not exist") from exc
-    except OSError as exc:
-        raise ConfigError(f"agents.map_file {path} cannot be read: {exc.strerror}") from exc
-    if len(data) > MAX_MAP_BYTES:
-        raise ConfigError(f"agents.map_file {path} is larger than {MAX_MAP_BYTES} bytes")
+    data = read_named_file(path, "agents.map_file", limit=MAX_MAP_BYTES)
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError as exc:
