@@ -144,8 +144,8 @@ def transport(kind: str, world: World) -> Iterator[Runner]:
         env = {**os.environ, "VICIREC_CONFIG": str(world.config_path)}
         yield lambda args, channel: ASTERISK.run_process(PROCESS_AGI, args, channel, env=env, timeout=20.0)
         return
-    from vicirec.fastagi import build_runtime
-    from vicirec.fastagi_server import FastAgiServer, bind_listener, listening_address
+    from vicirec.fastagi.daemon import build_runtime
+    from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
     from vicirec.vicidial.client import make_session
 
     config = load_config(str(world.config_path))

@@ -11,13 +11,13 @@ from typing import Optional
 
 import pytest
 
-from vicirec.agents import LiveAgent
-from vicirec.astguiclient import load_astguiclient_conf, parse_astguiclient_conf
-from vicirec.cache import CachedDirectory
+from vicirec.agents.astguiclient import load_astguiclient_conf, parse_astguiclient_conf
+from vicirec.agents.cache import CachedDirectory
+from vicirec.agents.chain import LiveAgent
+from vicirec.agents.devices import Device, device_of_channel, device_of_extension, same_call_leg
+from vicirec.agents.http_directory import HttpDirectory
 from vicirec.config import config_from_mapping
 from vicirec.deadline import Deadline
-from vicirec.devices import Device, device_of_channel, device_of_extension, same_call_leg
-from vicirec.directories import HttpDirectory
 from vicirec.errors import ConfigError, ErrorCode, Unreachable, VicidialTimeout, VicirecError
 from vicirec.runtime import build_service
 
@@ -299,7 +299,7 @@ def test_pymysql_is_not_imported_unless_the_mysql_backend_is_used() -> None:
         "from vicirec.config import config_from_mapping\n"
         "from vicirec.runtime import build_service\n"
         f"build_service(config_from_mapping({BASE!r}), daemon=True)\n"
-        "print('pymysql' in sys.modules, 'vicirec.mysql_directory' in sys.modules)\n"
+        "print('pymysql' in sys.modules, 'vicirec.agents.mysql_directory' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -14,15 +14,15 @@ from typing import Any, Optional
 
 import pytest
 
-from vicirec.agents import LiveAgent, ResolveContext, Resolver, Verdict, resolve_agent
+from vicirec.agents.call_facts import lead_id_of, strict_call_id
+from vicirec.agents.chain import LiveAgent, ResolveContext, Resolver, Verdict, resolve_agent
+from vicirec.agents.resolvers import StaticMapResolver, standard_resolvers
+from vicirec.agents.static_map import parse_static_map
 from vicirec.asterisk.codec import AgiEnvironment
-from vicirec.call_facts import lead_id_of, strict_call_id
 from vicirec.config import Config, config_from_mapping
 from vicirec.deadline import Deadline
 from vicirec.errors import ConfigError, ErrorCode, NoAgent
 from vicirec.request import parse_arguments
-from vicirec.resolvers import StaticMapResolver, standard_resolvers
-from vicirec.static_map import parse_static_map
 
 CALL_1000 = "V1123181500000000001"
 CALL_1001 = "M1123181600000000007"

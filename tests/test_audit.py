@@ -21,11 +21,13 @@ from typing import Any, Optional
 
 import pytest
 
-from vicirec import audit, audit_search
 from vicirec.asterisk.channel import AgiSession
 from vicirec.asterisk.codec import parse_environment
-from vicirec.audit import AuditError, AuditRecord, AuditTrail
-from vicirec.audit_search import AuditFilter
+from vicirec.audit import search as audit_search
+from vicirec.audit import trail as audit
+from vicirec.audit.search import AuditFilter
+from vicirec.audit.trail import AuditError, AuditRecord, AuditTrail
+from vicirec.commands import audit as audit_command
 from vicirec.config import AuditSettings
 from vicirec.deadline import Deadline
 from vicirec.engine import Report
@@ -180,7 +182,7 @@ def test_key_file_race_between_processes_yields_one_key(tmp_path: Path) -> None:
     key_file = tmp_path / "audit.jsonl.key"
     code = textwrap.dedent(f"""
         import sys, time
-        from vicirec.audit import load_or_create_key
+        from vicirec.audit.trail import load_or_create_key
         while time.time() < {time.time() + 0.3!r}:
             pass
         sys.stdout.write(load_or_create_key({str(key_file)!r}).decode())
@@ -207,7 +209,7 @@ def test_damaged_or_unreadable_key_fails(tmp_path: Path) -> None:
 
 WRITER = """
 import sys, threading
-from vicirec.audit import AuditTrail
+from vicirec.audit.trail import AuditTrail
 from vicirec.config import AuditSettings
 from vicirec.engine import Report
 
@@ -452,7 +454,7 @@ def test_process_agi_audits_the_consent_and_the_cli_finds_it(
     assert stop["action"] == "STOP" and stop["recording"] is False
 
     capsys.readouterr()
-    assert audit_search.main(["--config", str(config), "--consent", "--caller", LAB_CUSTOMER_NUMBER,
+    assert audit_command.main(["--config", str(config), "--consent", "--caller", LAB_CUSTOMER_NUMBER,
                        "--format", "json"]) == 0
     [found] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert found["recording_id"] == started["VICIREC_RECORDING_ID"]
@@ -509,7 +511,7 @@ def audit_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def search(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, list[str], str]:
     capsys.readouterr()
-    code = audit_search.main(["--file", str(path), "--format", "json", *args])
+    code = audit_command.main(["--file", str(path), "--format", "json", *args])
     out, err = capsys.readouterr()
     found = [json.loads(line) for line in out.splitlines()]
     return code, [record["uniqueid"] + ":" + record["action"] for record in found], err
@@ -574,7 +576,7 @@ def test_hashed_caller_needs_the_key(
 
 def test_consent_table(audit_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    assert audit_search.main(["--file", str(audit_file), "--consent", "--uniqueid", "100.1"]) == 0
+    assert audit_command.main(["--file", str(audit_file), "--consent", "--uniqueid", "100.1"]) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split() == ["TIME", "(UTC)", "UNIQUEID", "AGENT", "ACTION", "STAGE", "RESULT", "RECORDING",
                               "FILENAME", "CONFIRMED", "CALLER"]
@@ -590,13 +592,13 @@ def test_config_gives_the_file_and_gz_rotations_are_read(
     with gzip.open(rotated, "wb") as file:
         file.write(audit_file.read_bytes())
     capsys.readouterr()
-    assert audit_search.main(["--file", str(rotated), "--consent", "--format", "json"]) == 0
+    assert audit_command.main(["--file", str(rotated), "--consent", "--format", "json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
 
     config = write_config(tmp_path, "http://127.0.0.1:9/agc/api.php",
                           overrides={"audit": {"path": str(audit_file)}})
     monkeypatch.setenv("VICIREC_CONFIG", str(config))
-    assert audit_search.main(["--agent", "1002", "--format", "json"]) == 0
+    assert audit_command.main(["--agent", "1002", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["action"] == "STATUS"
 
 
@@ -604,14 +606,14 @@ def test_usage_errors_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VICIREC_CONFIG", str(tmp_path / "no-config.toml"))
-    assert audit_search.main([]) == 2
+    assert audit_command.main([]) == 2
     assert "no audit file" in capsys.readouterr().err
-    assert audit_search.main(["--file", str(tmp_path / "missing.jsonl")]) == 2
+    assert audit_command.main(["--file", str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot read" in capsys.readouterr().err
-    assert audit_search.main(["--file", str(tmp_path / "x"), "--since", "yesterday"]) == 2
+    assert audit_command.main(["--file", str(tmp_path / "x"), "--since", "yesterday"]) == 2
     assert "bad date" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        audit_search.main(["--outcome", "MAYBE"])
+        audit_command.main(["--outcome", "MAYBE"])
 
 
 def test_filter_object_is_pure() -> None:
@@ -627,7 +629,7 @@ def test_filter_object_is_pure() -> None:
 
 
 def test_cli_dispatches_audit(audit_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from vicirec import cli
+    from vicirec.commands import cli
 
     capsys.readouterr()
     assert cli.main(["audit", "--file", str(audit_file), "--uniqueid", "100.4", "--format", "json"]) == 0

@@ -10,11 +10,11 @@ from typing import Any, Optional
 import pytest
 
 from test_retry_server import ScriptedServer, refused_port
-from vicirec.breaker import BreakerState, CircuitBreaker, Permit
 from vicirec.config import config_from_mapping
 from vicirec.deadline import Deadline
 from vicirec.errors import AuthFailed, BadResponse, NoAgent, Unreachable, VicidialTimeout
 from vicirec.testing.simulator import VicidialSimulator
+from vicirec.vicidial.breaker import BreakerState, CircuitBreaker, Permit
 from vicirec.vicidial.client import VicidialClient
 from vicirec.vicidial.responses import Action, RecordingState
 

@@ -22,7 +22,7 @@ from vicirec.asterisk.channel import AgiSession
 from vicirec.asterisk.codec import parse_environment
 from vicirec.engine import Report
 from vicirec.errors import ErrorCode
-from vicirec.fastagi_reporter import Reporter
+from vicirec.fastagi.reporter import Reporter
 from vicirec.reporting import report_commands
 from vicirec.vicidial.client import VicidialClient, Watchdog, _encode_form, make_session
 

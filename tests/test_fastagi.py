@@ -25,10 +25,10 @@ import pytest
 from vicirec import logs
 from vicirec.config import Config, LogSettings, load_config
 from vicirec.engine import VARIABLE_NAMES
-from vicirec.fastagi import build_runtime
-from vicirec.fastagi_server import FastAgiServer, bind_listener, listening_address
+from vicirec.fastagi.daemon import build_runtime
+from vicirec.fastagi.sdnotify import Notifier
+from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
 from vicirec.redaction import Redactor
-from vicirec.sdnotify import Notifier
 from vicirec.testing.fake_asterisk import AgiRun, FakeAsterisk, FakeChannel, HangupPlan
 from vicirec.testing.simulator import API_PASS, API_USER, Fault, VicidialSimulator
 from vicirec.vicidial.client import make_session
@@ -283,7 +283,8 @@ def test_511_dead_channel_reply_marks_the_hangup_and_the_variables_still_go_out(
 
 def test_the_daemon_never_loads_pyst2() -> None:
     # pyst2's AGI() installs a SIGHUP handler, which a worker thread must never do.
-    code = "import sys, vicirec.fastagi; print('asterisk' in sys.modules or 'asterisk.agi' in sys.modules)"
+    code = ("import sys, vicirec.fastagi.daemon\n"
+            "print('asterisk' in sys.modules or 'asterisk.agi' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           timeout=20).stdout.strip() == "False"
 
@@ -291,7 +292,7 @@ def test_the_daemon_never_loads_pyst2() -> None:
 def test_session_socket_has_nodelay_and_kernel_deadlines() -> None:
     from vicirec.deadline import Deadline
     from vicirec.errors import AgiTimeout
-    from vicirec.fastagi_transport import KernelTimeoutTransport
+    from vicirec.fastagi.transport import KernelTimeoutTransport
 
     with socket.create_server((HOST, 0)) as listener, \
             socket.create_connection(listener.getsockname()) as _peer:

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from mariadb_server import RO_USER, MariaDb, mariadb  # noqa: F401 - mariadb is a fixture
-from vicirec.astguiclient import load_astguiclient_conf
+from vicirec.agents.astguiclient import load_astguiclient_conf
+from vicirec.agents.mysql_directory import MysqlDirectory
 from vicirec.config import Config, config_from_mapping
 from vicirec.deadline import Deadline
 from vicirec.errors import ErrorCode, VicirecError
-from vicirec.mysql_directory import MysqlDirectory
 
 pytestmark = pytest.mark.mysql
 

@@ -235,7 +235,8 @@ def test_an_earlier_discovery_is_not_taken_for_the_dialplan_s_choice(
 
 # In an AGI, stdout is the protocol channel: only the command-line front ends may print, and no
 # module on a call's path imports them.
-COMMAND_LINE_MODULES = {"cli.py", "check.py", "demo.py", "audit_search.py", "testing/simulator.py"}
+COMMAND_LINE_MODULES = {"commands/cli.py", "commands/check.py", "commands/demo.py", "commands/audit.py",
+                        "testing/simulator.py"}
 
 
 def test_only_command_line_modules_print() -> None:
@@ -248,8 +249,8 @@ def test_only_command_line_modules_print() -> None:
 def test_the_call_paths_never_import_a_command_line_module() -> None:
     names = ", ".join(repr("vicirec." + m[:-3].replace("/", ".")) for m in sorted(COMMAND_LINE_MODULES))
     code = (
-        "import sys, vicirec.process_agi, vicirec.fastagi, vicirec.runtime, vicirec.reporting\n"
-        "import vicirec.audit, vicirec.fastagi_server\n"
+        "import sys, vicirec.process_agi, vicirec.fastagi.daemon, vicirec.runtime, vicirec.reporting\n"
+        "import vicirec.audit.trail, vicirec.fastagi.server\n"
         f"print(sorted(m for m in ({names},) if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

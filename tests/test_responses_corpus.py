@@ -148,7 +148,7 @@ def test_result_line_found_among_php_warnings() -> None:
 
 
 def test_call_id_format() -> None:
-    from vicirec.call_facts import lead_id_of, strict_call_id
+    from vicirec.agents.call_facts import lead_id_of, strict_call_id
 
     assert strict_call_id("V1123181500000000001")
     assert lead_id_of("V1123181500000000001") == 1

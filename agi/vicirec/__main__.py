@@ -1,3 +1,3 @@
-from vicirec.cli import main
+from vicirec.commands.cli import main
 
 raise SystemExit(main())

@@ -87,7 +87,7 @@ def run(read_fd: int, write_fd: int, *, sighup: Any, started: float,
         for warning in config.warnings:
             log.warning("config_warning", warning=warning)
         if config.audit.path:
-            from vicirec.audit import AuditTrail
+            from vicirec.audit.trail import AuditTrail
             audit = AuditTrail(config.audit)
         deadline = Deadline(config.call.deadline - (time.monotonic() - started))
         try:

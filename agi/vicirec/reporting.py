@@ -14,7 +14,7 @@ from vicirec.engine import Report
 from vicirec.errors import AgiError, ErrorCode
 
 if TYPE_CHECKING:  # pragma: no cover - the audit module is imported only where one is configured
-    from vicirec.audit import AuditTrail
+    from vicirec.audit.trail import AuditTrail
 
 # Writing the variables gets its own small budget: they matter most when the deadline is gone.
 REPORT_SECONDS = 2.0

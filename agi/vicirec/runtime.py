@@ -7,21 +7,21 @@ from typing import Any, Optional
 import requests
 
 from vicirec import logs
-from vicirec.agents import Resolver
+from vicirec.agents.chain import Resolver
+from vicirec.agents.lookups import build_directory
+from vicirec.agents.resolvers import standard_resolvers
 from vicirec.asterisk.channel import AgiSession
-from vicirec.breaker import BreakerState, CircuitBreaker
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.engine import RecordingService
 from vicirec.errors import ConfigError
-from vicirec.lookups import build_directory
 from vicirec.redaction import Redactor
-from vicirec.resolvers import standard_resolvers
+from vicirec.vicidial.breaker import BreakerState, CircuitBreaker
 from vicirec.vicidial.client import VicidialClient
 
 
 class SessionChannelView:
-    """:class:`vicirec.agents.ChannelView` over an AGI session."""
+    """:class:`vicirec.agents.chain.ChannelView` over an AGI session."""
 
     def __init__(self, session: AgiSession, deadline: Deadline) -> None:
         self._session = session

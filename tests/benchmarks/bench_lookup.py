@@ -30,13 +30,13 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: mariadb_server
 
 from mariadb_server import MariaDb, ServerUnavailable, start_private_server  # noqa: E402
-from vicirec.agents import AgentDirectory  # noqa: E402
-from vicirec.astguiclient import load_astguiclient_conf  # noqa: E402
-from vicirec.cache import CachedDirectory  # noqa: E402
+from vicirec.agents.astguiclient import load_astguiclient_conf  # noqa: E402
+from vicirec.agents.cache import CachedDirectory  # noqa: E402
+from vicirec.agents.chain import AgentDirectory  # noqa: E402
+from vicirec.agents.http_directory import HttpDirectory  # noqa: E402
+from vicirec.agents.mysql_directory import MysqlDirectory  # noqa: E402
 from vicirec.config import Config, config_from_mapping  # noqa: E402
 from vicirec.deadline import Deadline  # noqa: E402
-from vicirec.directories import HttpDirectory  # noqa: E402
-from vicirec.mysql_directory import MysqlDirectory  # noqa: E402
 from vicirec.vicidial.client import VicidialClient, make_session  # noqa: E402
 
 CACHE_SECONDS = 1.0

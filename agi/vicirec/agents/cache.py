@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from vicirec.agents import AgentDirectory, LiveAgent
+from vicirec.agents.chain import AgentDirectory, LiveAgent
 from vicirec.deadline import Deadline
 from vicirec.errors import VicidialTimeout, VicirecError
 

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from vicirec.agents import ResolveContext
-from vicirec.devices import Device, devices_of_channels, is_party, same_call_leg, split_channel_list
+from vicirec.agents.chain import ResolveContext
+from vicirec.agents.devices import Device, devices_of_channels, is_party, same_call_leg, split_channel_list
 
 # VICIdial's call id: one capital letter, 9 time digits, the 10-digit zero-padded lead id. ASCII only,
 # the whole value (fullmatch: a trailing newline, a space or a second id never slip through).

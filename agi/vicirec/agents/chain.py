@@ -5,11 +5,11 @@ channel variable) are written by the dialplan author and win at once. The *disco
 what the channel knows (VICIdial's call id in CALLERID(name), the conference room, the bridge peer)
 and every one of them runs: if two name different agents the answer is ``NO_AGENT`` (ambiguous),
 never a guess. A caller chooses their own caller ID, so anything read from it is validated strictly
-before it is matched, and a match on it must be corroborated (:mod:`vicirec.corroboration`).
+before it is matched, and a match on it must be corroborated (:mod:`vicirec.agents.corroboration`).
 
-This module holds the types and the chain; the resolvers themselves are in :mod:`vicirec.resolvers`,
-the lookup backends in :mod:`vicirec.directories` (http), :mod:`vicirec.mysql_directory` and
-:mod:`vicirec.cache` (the daemon's shared cache).
+This module holds the types and the chain; the resolvers themselves are in :mod:`vicirec.agents.resolvers`,
+the lookup backends in :mod:`vicirec.agents.http_directory` (http), :mod:`vicirec.agents.mysql_directory` and
+:mod:`vicirec.agents.cache` (the daemon's shared cache).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from vicirec.agents import LiveAgent, ResolveContext
-from vicirec.call_facts import bridge_parties, call_devices, confirmed_room, linkedid
-from vicirec.devices import device_of_extension, same_call_leg
+from vicirec.agents.call_facts import bridge_parties, call_devices, confirmed_room, linkedid
+from vicirec.agents.chain import LiveAgent, ResolveContext
+from vicirec.agents.devices import device_of_extension, same_call_leg
 
 
 class Support(str, enum.Enum):

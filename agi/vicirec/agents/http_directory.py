@@ -1,11 +1,11 @@
-"""Lookup backends that list the logged-in agents (see :class:`vicirec.agents.AgentDirectory`).
+"""Lookup backends that list the logged-in agents (see :class:`vicirec.agents.chain.AgentDirectory`).
 
-``http`` lives here; ``mysql`` in :mod:`vicirec.mysql_directory` (imported only when configured).
+``http`` lives here; ``mysql`` in :mod:`vicirec.agents.mysql_directory` (imported only when configured).
 """
 
 from __future__ import annotations
 
-from vicirec.agents import LiveAgent
+from vicirec.agents.chain import LiveAgent
 from vicirec.deadline import Deadline
 from vicirec.vicidial.client import VicidialClient
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vicirec.agents import AgentDirectory
+from vicirec.agents.chain import AgentDirectory
+from vicirec.agents.http_directory import HttpDirectory
 from vicirec.config import Config
-from vicirec.directories import HttpDirectory
 from vicirec.redaction import Redactor
 from vicirec.vicidial.client import VicidialClient
 
@@ -19,8 +19,8 @@ def build_directory(
     directory: AgentDirectory
     server_ip = ""
     if config.agents.lookup == "mysql":
-        from vicirec.astguiclient import load_astguiclient_conf
-        from vicirec.mysql_directory import MysqlDirectory
+        from vicirec.agents.astguiclient import load_astguiclient_conf
+        from vicirec.agents.mysql_directory import MysqlDirectory
 
         database = load_astguiclient_conf(config.agents.astguiclient_conf)
         secrets.append(database.password)
@@ -29,7 +29,7 @@ def build_directory(
     else:
         directory = HttpDirectory(client)
     if daemon and config.agents.cache_seconds > 0:
-        from vicirec.cache import CachedDirectory
+        from vicirec.agents.cache import CachedDirectory
 
         directory = CachedDirectory(directory, config.agents.cache_seconds)
     return directory, server_ip

@@ -1,7 +1,7 @@
 """``lookup = "mysql"``: read ``vicidial_live_agents`` from VICIdial's own database.
 
 This is how VICIdial's own AGIs find the agent, with the credentials they use
-(``/etc/astguiclient.conf``, see :mod:`vicirec.astguiclient`). Unlike the non-agent API it sees the
+(``/etc/astguiclient.conf``, see :mod:`vicirec.agents.astguiclient`). Unlike the non-agent API it sees the
 customer leg's ``uniqueid`` and ``channel`` and the agent's phone (``extension``), which is what lets
 a caller-supplied call id be corroborated.
 
@@ -30,8 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional
 
-from vicirec.agents import LiveAgent
-from vicirec.astguiclient import DatabaseSettings
+from vicirec.agents.astguiclient import DatabaseSettings
+from vicirec.agents.chain import LiveAgent
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.errors import (
@@ -65,7 +65,7 @@ _CONNECTION_LOST = (2006, 2013, 2014)
 
 
 class MysqlDirectory:
-    """An :class:`vicirec.agents.AgentDirectory` over ``vicidial_live_agents``; thread-safe
+    """An :class:`vicirec.agents.chain.AgentDirectory` over ``vicidial_live_agents``; thread-safe
     (every lookup opens its own connection)."""
 
     name = "mysql"

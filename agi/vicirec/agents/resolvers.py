@@ -8,7 +8,7 @@ Explicit (the dialplan author says who; the first that answers wins):
 Discovered (all run; two different agents is ``NO_AGENT``, never a guess):
 
 * ``call_id``: CALLERID(name) is exactly a VICIdial call id and one agent's ``callerid`` is that id.
-  Caller-controlled, so the match must be corroborated (see :mod:`vicirec.corroboration`).
+  Caller-controlled, so the match must be corroborated (see :mod:`vicirec.agents.corroboration`).
 * ``lead_id``: the lead id inside that call id is one agent's ``lead_id``. Corroborated likewise.
 * ``session``: this channel is a party of the ConfBridge room named by ``agents.room_variable`` (or
   by the conference's announcer in ``BRIDGEPEER``) and one agent's ``conf_exten`` is that room (on
@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Callable
 
-from vicirec.agents import LiveAgent, ResolveContext, Resolver, Verdict
-from vicirec.call_facts import bridge_parties, call_devices, caller_call_id, confirmed_room, lead_id_of
+from vicirec.agents.call_facts import bridge_parties, call_devices, caller_call_id, confirmed_room, lead_id_of
+from vicirec.agents.chain import LiveAgent, ResolveContext, Resolver, Verdict
+from vicirec.agents.corroboration import Support, corroborate
+from vicirec.agents.devices import device_of_extension
+from vicirec.agents.static_map import StaticMap, load_static_map
 from vicirec.config import Config
-from vicirec.corroboration import Support, corroborate
-from vicirec.devices import device_of_extension
 from vicirec.request import AGENT_USER
-from vicirec.static_map import StaticMap, load_static_map
 
 
 class ArgumentResolver:
@@ -76,7 +76,7 @@ def _by_user(agents: Iterable[LiveAgent]) -> dict[str, list[LiveAgent]]:
 
 
 def _corroborated(resolver: str, rows: Sequence[LiveAgent], context: ResolveContext, matched: str) -> Verdict:
-    """Accept a caller-supplied match only as :mod:`vicirec.corroboration` allows."""
+    """Accept a caller-supplied match only as :mod:`vicirec.agents.corroboration` allows."""
     user = rows[0].user
     results = [corroborate(row, context) for row in rows]
     confirmed = [r for r in results if r.support is Support.CONFIRMED]

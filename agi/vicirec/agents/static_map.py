@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Optional
 
+from vicirec.agents.devices import Device, device_of_extension, is_bare_extension
 from vicirec.config import read_named_file
-from vicirec.devices import Device, device_of_extension, is_bare_extension
 from vicirec.errors import ConfigError
 from vicirec.request import AGENT_USER
 

@@ -11,7 +11,7 @@ per-install secret, ``sha256:<hex>``; without the key a phone number cannot be f
 them all), ``mask`` (only the last 4 digits kept), ``clear`` or ``omit``. The secret is
 ``[audit] hash_key`` when set, else a random key in ``<path>.key`` made (mode 0640) on first use.
 
-``vicirec audit`` (:mod:`vicirec.audit_search`) searches the file.
+``vicirec audit`` (:mod:`vicirec.audit.search`) searches the file.
 """
 
 from __future__ import annotations

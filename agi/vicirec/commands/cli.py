@@ -13,11 +13,12 @@ from vicirec import __version__
 
 # name -> (module with a main(argv) -> int, one-line help)
 SUBCOMMANDS = {
-    "demo": ("vicirec.demo", "play one call through the real AGI against the built-in VICIdial simulator"),
+    "demo": ("vicirec.commands.demo",
+             "play one call through the real AGI against the built-in VICIdial simulator"),
     "simulator": ("vicirec.testing.simulator", "run the VICIdial simulator on 127.0.0.1 (--port N)"),
-    "serve": ("vicirec.fastagi", "run the FastAGI daemon (default 127.0.0.1:4573)"),
-    "check": ("vicirec.check", "validate a config file; exit 1 on errors or unsafe settings"),
-    "audit": ("vicirec.audit_search", "search the consent / PCI audit trail"),
+    "serve": ("vicirec.fastagi.daemon", "run the FastAGI daemon (default 127.0.0.1:4573)"),
+    "check": ("vicirec.commands.check", "validate a config file; exit 1 on errors or unsafe settings"),
+    "audit": ("vicirec.commands.audit", "search the consent / PCI audit trail"),
 }
 
 

@@ -30,10 +30,10 @@ import requests
 from vicirec import logs
 from vicirec.config import Config, exposure_warning, load_config
 from vicirec.errors import ConfigError
-from vicirec.fastagi_server import FastAgiServer, bind_listener, listening_address
-from vicirec.fastagi_session import DaemonRuntime, parse_allowlist
+from vicirec.fastagi.sdnotify import Notifier
+from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
+from vicirec.fastagi.session import DaemonRuntime, parse_allowlist
 from vicirec.runtime import build_service
-from vicirec.sdnotify import Notifier
 from vicirec.vicidial.client import make_session
 
 EX_OK = 0
@@ -156,7 +156,7 @@ def _audit_trail(config: Config, previous: Optional[DaemonRuntime]) -> Any:
         previous.audit.close()  # a session still using it opens the path again for its record
     if not config.audit.path:
         return None
-    from vicirec.audit import AuditTrail
+    from vicirec.audit.trail import AuditTrail
 
     return AuditTrail(config.audit)
 

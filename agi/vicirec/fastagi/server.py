@@ -10,7 +10,7 @@ and a selector. For each accepted connection it decides at once:
   second passes), so no reset can cost Asterisk the lines it has not read yet;
 * otherwise the connection goes to an idle worker (there is always one: workers == slots). The
   worker runs the action and writes the audit record, then hands the session to the reporter
-  (:mod:`vicirec.fastagi_reporter`: one thread sets every session's variables and closes it); the
+  (:mod:`vicirec.fastagi.reporter`: one thread sets every session's variables and closes it); the
   slot is free once the variables are set and the write side is shut.
 
 The same loop enforces ``session_deadline`` from outside the workers (it shuts an overdue session's
@@ -34,15 +34,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from vicirec import logs
-from vicirec.fastagi_reporter import Reporter
-from vicirec.fastagi_session import (
+from vicirec.fastagi.reporter import Reporter
+from vicirec.fastagi.sdnotify import Notifier
+from vicirec.fastagi.session import (
     DaemonRuntime,
     busy_report,
     refusal_bytes,
     serve_connection,
     stopping_report,
 )
-from vicirec.sdnotify import Notifier
 
 HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 #: How long a refused connection is drained before it is closed regardless.

@@ -21,13 +21,13 @@ from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.engine import RecordingService, Report, error_report
 from vicirec.errors import AgiError, AgiTimeout, BadRequest, ErrorCode, VicirecError
-from vicirec.fastagi_reporter import Release, Reporter
-from vicirec.fastagi_transport import KernelTimeoutTransport
+from vicirec.fastagi.reporter import Release, Reporter
+from vicirec.fastagi.transport import KernelTimeoutTransport
 from vicirec.reporting import REPORT_SECONDS, audit_invocation
 from vicirec.runtime import SessionChannelView
 
 if TYPE_CHECKING:  # pragma: no cover - imported only when an audit trail is configured
-    from vicirec.audit import AuditTrail
+    from vicirec.audit.trail import AuditTrail
 
 #: ``agi://host:port/vicirec,...``: the one script this daemon serves.
 SCRIPT_NAME = "vicirec"

@@ -9,7 +9,7 @@ body read with a byte cap, and a retry policy that never risks a second recordin
   name resolution failure, connect timeout): each START that arrives can start one more recording;
 * STATUS, STOP and the lookups are retried on any transient fault while time remains.
 
-The FastAGI daemon passes a :class:`~vicirec.breaker.CircuitBreaker`: every attempt asks it first,
+The FastAGI daemon passes a :class:`~vicirec.vicidial.breaker.CircuitBreaker`: every attempt asks it first,
 and while VICIdial is known to be down the answer is an immediate ``Unreachable``.
 """
 
@@ -30,12 +30,12 @@ import urllib3.connection
 import urllib3.exceptions
 
 from vicirec import __version__
-from vicirec.breaker import CircuitBreaker
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.errors import BadResponse, Unreachable, VicidialError, VicidialTimeout
 from vicirec.redaction import Redactor
 from vicirec.vicidial import responses
+from vicirec.vicidial.breaker import CircuitBreaker
 from vicirec.vicidial.responses import Action, AgentStatus, LoggedInAgent, RecordingReply
 
 # Below this much time left, another attempt cannot finish: report instead of trying.

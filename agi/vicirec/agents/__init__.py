@@ -1,0 +1,9 @@
+"""Finding the agent: which logged-in VICIdial agent is on the call with this caller.
+
+Holds the resolver chain (``chain``), the resolvers, what the channel knows (``call_facts``),
+corroboration of caller-controlled facts, phone/device parsing, the static map, the lookup backends
+(``http_directory``, ``mysql_directory``, the daemon's ``cache``) and ``/etc/astguiclient.conf``.
+
+May import: ``errors``, ``config``, ``deadline``, ``redaction``, ``request``, ``asterisk`` and
+``vicidial``. Never ``engine``, ``fastagi``, ``audit``, ``commands`` or ``testing``.
+"""
