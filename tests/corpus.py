@@ -7,15 +7,14 @@ Malformed blocks raise ``ValueError`` (a case silently dropped would hide a beha
 from __future__ import annotations
 
 import ast
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 TESTS_DIR = Path(__file__).resolve().parent
-SHARED_DIR = Path(os.environ.get("VICIREC_SHARED") or (TESTS_DIR.parent.parent / "shared"))
-CORPUS_PATH = SHARED_DIR / "vicidial" / "agent-api-corpus.txt"
+DATA_DIR = TESTS_DIR / "data"
+CORPUS_PATH = DATA_DIR / "vicidial" / "agent-api-corpus.txt"
 
 _CASE_RE = re.compile(r"^=== CASE (?P<id>[A-Z]\d+): (?P<title>.*) ===$")
 _REQUEST_RE = re.compile(r"^request: (?P<method>[A-Z]+) (?P<target>\S+)$")

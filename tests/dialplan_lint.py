@@ -2,7 +2,7 @@
 
 No Asterisk can be installed where the tests run, so this module reads the files the way Asterisk's
 config parser and ``pbx_config`` do, as far as vicirec's files need it, and rejects the mistakes that
-made real dialplans fail (see shared/asterisk/transcripts/scenario-output.txt):
+made real dialplans fail (see tests/data/asterisk/transcripts/scenario-output.txt):
 
     MACRO               Macro()/MacroExclusive()/... or a ``[macro-*]`` context (gone in Asterisk 21)
     DEPRECATED          an application or variable removed from Asterisk 18-22 (Monitor, DeadAGI, ...)

@@ -1,4 +1,4 @@
-"""The AGI codec against the bytes a real Asterisk 22 sent and accepted (shared/asterisk/transcripts)."""
+"""The AGI codec against the bytes a real Asterisk 22 sent and accepted (tests/data/asterisk/transcripts)."""
 
 from __future__ import annotations
 

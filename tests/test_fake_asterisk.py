@@ -1,4 +1,4 @@
-"""The fake Asterisk against the recorded Asterisk 22.10.1 transcripts (shared/asterisk/transcripts).
+"""The fake Asterisk against the recorded Asterisk 22.10.1 transcripts (tests/data/asterisk/transcripts).
 
 The replay tests run tests/agi_scripts/replay_agi.py (process AGI) or a FastAGI server thread that
 play the script side of a transcript byte for byte; every byte the fake sends back must equal the
@@ -54,8 +54,6 @@ SIMPLE = SCRIPTS / "simple_agi.py"
 SLEEP_SCALE = 0.1  # the recorded scripts slept 2.5 s; the replays sleep 0.25 s
 WAIT_SCALE = 0.05  # EXEC Wait 1 -> 50 ms, WAIT FOR DIGIT 100 -> 5 ms
 
-pytestmark = pytest.mark.skipif(not transcript_path("protocol-process").exists(),
-                                reason="shared/asterisk/transcripts not found (set VICIREC_SHARED)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -64,7 +62,7 @@ pytestmark = pytest.mark.skipif(not transcript_path("protocol-process").exists()
 
 
 def transcript(name: str) -> tuple[list[bytes], list[bytes]]:
-    """(environment block lines, RECV lines after the block) of a shared transcript."""
+    """(environment block lines, RECV lines after the block) of a recorded transcript."""
     env, rest = split_env(load_events(transcript_path(name)))
     recv = [data for kind, data in rest if kind == "RECV"]
     return env, [r for r in recv if isinstance(r, bytes)]

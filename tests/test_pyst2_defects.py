@@ -1,6 +1,6 @@
 """Why vicirec does not talk AGI through pyst2's ``asterisk.agi.AGI`` (README, "Design notes").
 
-Each test shows one defect of pyst2 0.5 against what a real Asterisk 22 does (the shared
+Each test shows one defect of pyst2 0.5 against what a real Asterisk 22 does (the recorded
 transcripts), and the line after it shows vicirec's own codec getting the same case right.
 """
 

@@ -1,4 +1,4 @@
-"""The pure VICIdial parser walks every case of the real api.php corpus (shared/vicidial).
+"""The pure VICIdial parser walks every case of the real api.php corpus (tests/data/vicidial).
 
 Each case's exact body bytes go through the parser the client uses for that request; the expected
 result is written down per case below, so a case the table does not name fails the test.

@@ -1,4 +1,4 @@
-"""Process AGI that replays the script side of a shared transcript (see transcript_replay.py).
+"""Process AGI that replays the script side of a recorded transcript (see transcript_replay.py).
 
 Environment: REPLAY_TRANSCRIPT (path), REPLAY_REPORT (where to write the JSON report),
 REPLAY_SLEEP_SCALE (default 0.1). SIGHUP is caught and counted ("SIGHUP disposition: log").

@@ -1,4 +1,4 @@
-"""Replay the script side of a recorded AGI transcript (shared/asterisk/transcripts/*.txt).
+"""Replay the script side of a recorded AGI transcript (tests/data/asterisk/transcripts/*.txt).
 
 The replayer is the test oracle for the fake Asterisk, so it shares no code with it. It reads the
 environment block like an AGI, then walks the transcript's events after the block:
@@ -29,16 +29,13 @@ _LINE_RE = re.compile(r"^\+(\d+(?:\.\d+)?) (RECV|SEND|SIG|NOTE)\s+(.*)$")
 Event = tuple[str, Union[bytes, str]]
 
 
-def shared_dir() -> Path:
-    """``$VICIREC_SHARED`` or ``<repo>/../shared``."""
-    env = os.environ.get("VICIREC_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared"
+def data_dir() -> Path:
+    """``tests/data``: the captured evidence, kept in the repo."""
+    return Path(__file__).resolve().parents[1] / "data"
 
 
 def transcript_path(name: str) -> Path:
-    return shared_dir() / "asterisk" / "transcripts" / (name if name.endswith(".txt") else name + ".txt")
+    return data_dir() / "asterisk" / "transcripts" / (name if name.endswith(".txt") else name + ".txt")
 
 
 def load_events(path: Path) -> list[Event]:
