@@ -32,7 +32,7 @@ import urllib3.exceptions
 from vicirec import __version__
 from vicirec.config import Config
 from vicirec.deadline import Deadline
-from vicirec.errors import BadResponse, Unreachable, VicidialError, VicidialTimeout
+from vicirec.errors import BadResponse, Unreachable, VicidialError, VicidialTimeout, VicirecError
 from vicirec.redaction import Redactor
 from vicirec.vicidial import responses
 from vicirec.vicidial.breaker import CircuitBreaker
@@ -208,7 +208,7 @@ class VicidialClient:
     def _parse(self, parse: Callable[[], _R]) -> _R:
         try:
             return parse()
-        except VicidialError as error:
+        except VicirecError as error:  # NoAgent (CALL NOT FOUND) is no VicidialError but carries raw too
             # The parsers mask the echo shapes they know; mask the literal password on top.
             error.message = self._redactor.text(error.message)
             error.args = (error.message,)
