@@ -9,6 +9,7 @@ import requests
 from vicirec import logs
 from vicirec.agents.chain import Resolver
 from vicirec.agents.lookups import build_directory
+from vicirec.agents.recording_db import recording_database
 from vicirec.agents.resolvers import standard_resolvers
 from vicirec.asterisk.channel import AgiSession
 from vicirec.config import Config
@@ -67,7 +68,7 @@ def build_service(
 
     return RecordingService(
         config, client, directory, build_resolvers(config, server_ip=server_ip),
-        redactor=redactor, on_stage_changed=stage_changed,
+        redactor=redactor, on_stage_changed=stage_changed, recordings=recording_database(directory),
     )
 
 
