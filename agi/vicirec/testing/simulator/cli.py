@@ -12,8 +12,6 @@ from typing import Any, Optional
 from vicirec.testing.simulator.fixtures import API_USER
 from vicirec.testing.simulator.server import VicidialSimulator
 
-# --- command line -------------------------------------------------------------------------------
-
 
 def _screen_delay_arg(text: str) -> Optional[float]:
     if text.lower() in ("none", "off", "never"):

@@ -10,7 +10,6 @@ from typing import Optional
 
 _HUGE_FILLER_BYTES = 4 * 1024 * 1024
 
-# --- faults -------------------------------------------------------------------------------------
 
 FAULT_HANG = "hang"
 FAULT_STALL_BODY = "stall_body"

@@ -6,6 +6,8 @@ from vicirec.testing.simulator.records import ApiUser, LiveAgent
 
 API_USER = "6666"
 API_PASS = "1234"  # noqa: S105 - the lab fixture password of the corpus
+
+
 def _agent_user(user: str, full_name: str) -> ApiUser:
     return ApiUser(
         user=user,

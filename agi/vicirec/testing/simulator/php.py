@@ -12,11 +12,10 @@ from typing import Optional
 _COLUMN_CHARS = 20  # vicidial_live_agents.external_recording VARCHAR(20)
 _STAGE_BYTES = 14
 
+
 def _b(text: object) -> bytes:
     return str(text).encode("utf-8")
 
-
-# --- PHP / MariaDB semantics ----------------------------------------------------------------------
 
 _USERPASS_STRIP = re.compile(rb"['\"\\; ]")
 _USER_FILTER = re.compile(rb"[^-_0-9a-zA-Z]")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 LAB_SERVER_IP = "10.10.10.15"
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     """One request as received: the variables PHP saw (GET wins over POST), password redacted."""
@@ -17,9 +19,6 @@ class RequestRecord:
     params: dict[str, str]
     at: float
     fault: Optional[str]
-
-
-# --- state --------------------------------------------------------------------------------------
 
 
 @dataclass

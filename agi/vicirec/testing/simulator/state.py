@@ -57,6 +57,8 @@ NON_AGENT_API_PATH = "/vicidial/non_agent_api.php"
 FIRST_RECORDING_ID = 121242
 _LOCK_SECONDS = 900  # user_authorization(): a failed-login lock lasts 15 minutes
 _LOCK_ATTEMPTS = 10
+
+
 @dataclass
 class _Reply:
     status: int
