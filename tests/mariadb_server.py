@@ -12,9 +12,10 @@ With neither, the tests skip and say why; ``VICIREC_TEST_MYSQL_REQUIRED=1`` (for
 into a failure. Use it as ``from mariadb_server import mariadb`` in a test module (no
 ``pytest_plugins``): the fixture is a thin wrapper around one server per test process.
 
-The schema is ``tests/sql/vicidial_live_agents.sql``. Accounts: ``vicirec_ro`` may only SELECT
-``vicidial_live_agents``; ``vicirec_rw`` may do anything in the database, like VICIdial's ``cron``
-user (to show that vicirec's read-only transaction, not the grant, keeps it from writing).
+The schema is ``tests/sql/*.sql`` (``vicidial_live_agents``, ``recording_log``). Accounts:
+``vicirec_ro`` may only SELECT those two tables; ``vicirec_rw`` may do anything in the database,
+like VICIdial's ``cron`` user (to show that vicirec's read-only transaction, not the grant, keeps it
+from writing).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ DATABASE = "vicirec_test"
 RO_USER = "vicirec_ro"
 RW_USER = "vicirec_rw"
 SCHEMA = Path(__file__).resolve().parent / "sql" / "vicidial_live_agents.sql"
+SCHEMAS = sorted(SCHEMA.parent.glob("*.sql"))
+READ_TABLES = ("vicidial_live_agents", "recording_log")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 AGENT_COLUMNS = (
@@ -116,6 +119,14 @@ class MariaDb:
         finally:
             connection.close()
 
+    def clear_recordings(self) -> None:
+        connection = self.admin()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM recording_log")
+        finally:
+            connection.close()
+
     def agent_rows(self) -> list[tuple[Any, ...]]:
         connection = self.admin()
         try:
@@ -162,7 +173,8 @@ class MariaDb:
                 cursor.execute(f"DROP DATABASE IF EXISTS {self.database}")
                 cursor.execute(f"CREATE DATABASE {self.database}")
                 cursor.execute(f"USE {self.database}")
-                cursor.execute(SCHEMA.read_text(encoding="ascii"))
+                for schema in SCHEMAS:
+                    cursor.execute(schema.read_text(encoding="ascii"))
                 for user, password in ((RO_USER, self.ro_password), (RW_USER, self.rw_password)):
                     for host in ("%", "localhost"):
                         cursor.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
@@ -170,9 +182,8 @@ class MariaDb:
                             f"CREATE USER '{user}'@'{host}' IDENTIFIED BY {connection.escape(password)}"
                         )
                 for host in ("%", "localhost"):
-                    cursor.execute(
-                        f"GRANT SELECT ON {self.database}.vicidial_live_agents TO '{RO_USER}'@'{host}'"
-                    )
+                    for table in READ_TABLES:
+                        cursor.execute(f"GRANT SELECT ON {self.database}.{table} TO '{RO_USER}'@'{host}'")
                     cursor.execute(f"GRANT ALL PRIVILEGES ON {self.database}.* TO '{RW_USER}'@'{host}'")
         finally:
             connection.close()
@@ -371,4 +382,5 @@ def mariadb() -> Iterator[MariaDb]:
             pytest.fail(f"MySQL tests required but: {exc}")
         pytest.skip(str(exc))
     server.replace_agents([])
+    server.clear_recordings()
     yield server

@@ -1,0 +1,199 @@
+"""Confirmation at the agent screen's pace, and the verified STOP (issues 10.6, 11.4).
+
+The real process AGI under the fake Asterisk, VICIdial's API simulated on 127.0.0.1 with its agent
+screen, and for ``lookup = "mysql"`` a real MariaDB kept equal to the simulator (``sim_mirror``),
+with the recording's ``Local/5<session>@`` channels on the fake Asterisk.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from mariadb_server import MariaDb, ServerUnavailable, get_server
+from sim_mirror import SimulatorMirror
+from vicirec.confirmation import PollSchedule
+from vicirec.testing.fake_asterisk import FakeAsterisk, FakeChannel
+from vicirec.testing.harness import caller_channel, write_config
+from vicirec.testing.simulator import VicidialSimulator
+
+ASTERISK = FakeAsterisk()
+PROCESS_AGI = [sys.executable, "-m", "vicirec.process_agi"]
+SERVER_IP = "10.10.10.15"
+SESSION_1000 = "8600051"
+
+
+# --- the schedule ---------------------------------------------------------------------------------
+
+
+def test_schedule_looks_quickly_then_every_half_second_and_about_ten_times_in_five_seconds() -> None:
+    schedule = PollSchedule(interval=0.5)
+    times = list(schedule.times(5.0))
+    assert times[0] == pytest.approx(0.3)
+    assert [round(b - a, 6) for a, b in zip(times, times[1:])] == [0.5] * (len(times) - 1)
+    assert len(times) == 10
+    assert list(schedule.times(1.0)) == pytest.approx([0.3, 0.8])
+    assert list(schedule.times(1.2)) == pytest.approx([0.3, 0.8, 1.2])
+    assert list(schedule.times(0.0)) == [0.0]
+    assert list(PollSchedule(interval=0.5, first=0.0).times(0.6)) == pytest.approx([0.0, 0.5])
+
+
+# --- the world ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sim() -> Iterator[VicidialSimulator]:
+    with VicidialSimulator(screen_delay=1.0) as simulator:
+        yield simulator
+
+
+def database() -> MariaDb:
+    try:
+        return get_server()
+    except ServerUnavailable as exc:
+        if os.environ.get("VICIREC_TEST_MYSQL_REQUIRED") == "1":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+def config(tmp_path: Path, sim: VicidialSimulator, db: Optional[MariaDb] = None) -> Path:
+    agents: dict[str, Any] = {"resolvers": ["argument", "call_id"]}
+    if db is not None:
+        conf = db.astguiclient_conf(tmp_path / "astguiclient.conf", server_ip=SERVER_IP)
+        agents.update(lookup="mysql", astguiclient_conf=str(conf))
+    return write_config(tmp_path, sim.api_url, overrides={"agents": agents, "call": {"deadline": 8.0}})
+
+
+def run(path: Path, channel: FakeChannel, *args: str) -> dict[str, str]:
+    env = {**os.environ, "VICIREC_CONFIG": str(path)}
+    result = ASTERISK.run_process(PROCESS_AGI, list(args), channel, env=env, timeout=20.0)
+    assert result.exit_code in (0, None) and not result.timed_out, result.stderr
+    return {k: v for k, v in channel.variables.items() if k.startswith("VICIREC_")}
+
+
+def recording(sim: VicidialSimulator) -> None:
+    """Agent 1000 (the corpus lab's, INCALL in 8600051) is being recorded (the screen acts at once and
+    schedules no later poll, so the next command waits the full screen delay)."""
+    delay, sim.state.screen_delay = sim.state.screen_delay, None
+    try:
+        sim.state.set_external_recording("1000", "START")
+        sim.run_screen("1000")
+    finally:
+        sim.state.screen_delay = delay
+
+
+# --- api.php: fewer requests, same guarantees -------------------------------------------------------
+
+
+def test_confirmed_stop_over_the_api_asks_at_the_screens_pace(tmp_path: Path, sim: VicidialSimulator) -> None:
+    recording(sim)
+    sim.reset_counters()
+    out = run(config(tmp_path, sim), caller_channel(), "STOP", "confirm=5", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"]) == ("OK", "0"), out
+    assert out["VICIREC_VERIFIED"] == ""  # no database to verify it with
+    # the screen acts at 1.0 s: checks at 0.3, 0.8 and 1.3 s (a STOP each), plus the STOP itself
+    assert sim.count(function="recording", value="STOP") == 4
+    assert sim.state.open_recordings("1000") == []
+
+
+def test_an_unconfirmed_stop_asks_about_ten_times_in_five_seconds(tmp_path: Path) -> None:
+    with VicidialSimulator(screen_delay=None) as silent:  # the agent's browser is closed
+        recording(silent)
+        silent.reset_counters()
+        out = run(config(tmp_path, silent), caller_channel(), "STOP", "confirm=5", "agent=1000")
+        assert out["VICIREC_ERROR"] == "NOT_CONFIRMED", out
+        assert silent.count(function="recording") == 11  # was 21 (one every 250 ms)
+
+
+def test_confirmed_start_over_the_api_polls_status_at_the_screens_pace(
+    tmp_path: Path, sim: VicidialSimulator
+) -> None:
+    out = run(config(tmp_path, sim), caller_channel(), "START", "_X", "confirm=5", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"]) == ("OK", "1"), out
+    assert sim.count(function="recording", value="STATUS") == 3  # was 12 to 20
+
+
+# --- the database: one request to api.php, and a STOP verified where it is carried out ----------------
+
+
+@pytest.fixture
+def db() -> MariaDb:
+    return database()
+
+
+def test_start_confirmed_from_the_database_sends_api_php_only_the_start(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    with SimulatorMirror(db, sim):
+        out = run(config(tmp_path, sim, db), caller_channel(), "START", "_X", "confirm=5", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"]) == ("OK", "1"), out
+    assert sim.count(function="recording") == 1
+    row = sim.state.recordings_for("1000")[-1]
+    assert out["VICIREC_RECORDING_ID"] == str(row.recording_id)
+    assert out["VICIREC_FILENAME"] == row.filename
+    assert (out["VICIREC_RECORDING_SERVER"], out["VICIREC_SESSION_ID"]) == (SERVER_IP, SESSION_1000)
+
+
+def test_stop_confirmed_from_the_database_is_verified(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    channel = caller_channel()
+    with SimulatorMirror(db, sim, channel=channel, hangup_delay=0.3):
+        recording(sim)
+        running = sim.state.open_recordings("1000")[0].recording_id
+        assert f"Local/5{SESSION_1000}@default-{running:08x};1" in channel.others
+        sim.reset_counters()
+        out = run(config(tmp_path, sim, db), channel, "STOP", "confirm=5", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"], out["VICIREC_VERIFIED"]) == ("OK", "0", "1"), out
+    assert f"recording_log {running} closed" in out["VICIREC_MESSAGE"]
+    assert sim.count(function="recording") == 1
+    assert not [name for name in channel.others if name.startswith("Local/5")]
+
+
+def test_nothing_to_stop_is_verified_too(tmp_path: Path, sim: VicidialSimulator, db: MariaDb) -> None:
+    channel = caller_channel()
+    with SimulatorMirror(db, sim, channel=channel):
+        out = run(config(tmp_path, sim, db), channel, "STOP", "confirm=5", "agent=1000")
+    assert (out["VICIREC_ERROR"], out["VICIREC_RECORDING"], out["VICIREC_VERIFIED"]) == (
+        "NOTHING_TO_STOP", "0", "1"), out
+
+
+def test_a_recording_channel_left_up_is_not_verified(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    channel = caller_channel()
+    with SimulatorMirror(db, sim, channel=channel, hangup_delay=None):  # the Hangup never happened
+        recording(sim)
+        out = run(config(tmp_path, sim, db), channel, "STOP", "confirm=3", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_VERIFIED"]) == ("OK", "0"), out
+    assert f"Local/5{SESSION_1000}@ channel(s) still up" in out["VICIREC_MESSAGE"]
+
+
+def test_a_recording_log_row_left_open_is_not_verified(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    channel = caller_channel()
+    with SimulatorMirror(db, sim, channel=channel, close_rows=False):
+        recording(sim)
+        running = sim.state.open_recordings("1000")[0].recording_id
+        out = run(config(tmp_path, sim, db), channel, "STOP", "confirm=3", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_VERIFIED"]) == ("OK", "0"), out
+    assert f"recording_log {running} has no end_epoch" in out["VICIREC_MESSAGE"]
+
+
+def test_a_recording_on_another_server_is_not_verified(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    sim.state.log_in_agent("1000", conf_exten=SESSION_1000, extension="SIP/1000", status="INCALL",
+                           server_ip="10.10.10.16", lead_id=1, callerid="V1123181500000000001")
+    channel = caller_channel()
+    with SimulatorMirror(db, sim, channel=channel):
+        recording(sim)
+        out = run(config(tmp_path, sim, db), channel, "STOP", "confirm=3", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_VERIFIED"]) == ("OK", "0"), out
+    assert "records on 10.10.10.16, not this server (10.10.10.15)" in out["VICIREC_MESSAGE"]
