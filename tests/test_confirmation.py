@@ -62,7 +62,7 @@ def database() -> MariaDb:
 
 
 def config(tmp_path: Path, sim: VicidialSimulator, db: Optional[MariaDb] = None) -> Path:
-    agents: dict[str, Any] = {"resolvers": ["argument", "call_id"]}
+    agents: dict[str, Any] = {"resolvers": ["argument", "channel_variable", "call_id"]}
     if db is not None:
         conf = db.astguiclient_conf(tmp_path / "astguiclient.conf", server_ip=SERVER_IP)
         agents.update(lookup="mysql", astguiclient_conf=str(conf))
@@ -197,3 +197,62 @@ def test_a_recording_on_another_server_is_not_verified(
         out = run(config(tmp_path, sim, db), channel, "STOP", "confirm=3", "agent=1000")
     assert (out["VICIREC_RESULT"], out["VICIREC_VERIFIED"]) == ("OK", "0"), out
     assert "records on 10.10.10.16, not this server (10.10.10.15)" in out["VICIREC_MESSAGE"]
+
+
+# --- the PCI example on the real AGI (issue 11.1) ---------------------------------------------------
+
+
+def pci_pbx(path: Path, channel: FakeChannel) -> Any:
+    """The shipped dialplan on the lint's MiniPbx, its AGI() running the real process AGI."""
+    import dialplan_lint as lint
+
+    def agi(argv: list[str], variables: dict[str, str]) -> dict[str, str]:
+        channel.variables = {k: v for k, v in channel.variables.items()
+                             if not k.startswith("VICIREC_") or k == "VICIREC_AGENT"}
+        return run(path, channel, *argv[1:])
+
+    return lint.MiniPbx(lint.parse_files(lint.collect([lint.DIALPLAN_DIR])), agi=agi)
+
+
+def test_pci_example_leaves_a_never_recorded_call_unrecorded(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    channel = caller_channel()
+    with SimulatorMirror(db, sim, channel=channel):
+        p = pci_pbx(config(tmp_path, sim, db), channel)
+        p.gosub("vicirec-example-pci", "s", "1")
+        assert p.vars["VICIREC_PCI"] == "NOT_RECORDED", p.vars
+        assert any("pci-capture" in t for t in p.trace)
+        sim.state.wait_until(lambda: False, 1.5)  # a START would have been carried out by now
+    assert sim.count(function="recording", value="STOP") == 1
+    assert sim.starts_for("1000") == 0
+    assert sim.state.recordings_for("1000") == []
+
+
+def test_pci_example_pauses_and_resumes_a_running_recording(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    channel = caller_channel()
+    with SimulatorMirror(db, sim, channel=channel, hangup_delay=0.3):
+        recording(sim)
+        p = pci_pbx(config(tmp_path, sim, db), channel)
+        p.gosub("vicirec-example-pci", "s", "1")
+        assert p.vars["VICIREC_PCI"] == "DONE", p.vars
+    first, resumed = sim.state.recordings_for("1000")
+    assert first.end_time is not None and resumed.end_time is None
+    assert resumed.filename.endswith("_1000_PCIRESUME")
+
+
+def test_pci_example_refuses_without_the_database_check(tmp_path: Path, sim: VicidialSimulator) -> None:
+    recording(sim)
+    channel = caller_channel()
+    channel.variables["VICIREC_AGENT"] = "1000"  # the http lookup cannot corroborate the call id
+    p = pci_pbx(config(tmp_path, sim), channel)
+    p.gosub("vicirec-example-pci", "s", "1")
+    assert p.vars["VICIREC_PCI"] == "REFUSED"
+    assert not any("pci-capture" in t for t in p.trace)
+    # the STOP went through, unverified: the example puts the recording back
+    assert p.vars["VICIREC_ACTION"] == "START"
+    first, resumed = sim.state.recordings_for("1000")
+    assert first.end_time is not None and resumed.end_time is None
+    assert resumed.filename.endswith("_1000_PCIRESUME")
