@@ -199,6 +199,26 @@ def test_a_recording_on_another_server_is_not_verified(
     assert "records on 10.10.10.16, not this server (10.10.10.15)" in out["VICIREC_MESSAGE"]
 
 
+def test_a_database_out_of_reach_falls_back_to_api_php(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = db.astguiclient_conf(tmp_path / "astguiclient.conf", server_ip=SERVER_IP, port=port)
+    path = write_config(tmp_path, sim.api_url, overrides={
+        "agents": {"resolvers": ["argument"], "lookup": "mysql", "astguiclient_conf": str(conf)},
+        "call": {"deadline": 8.0}})
+    out = run(path, caller_channel(), "START", "_X", "confirm=5", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"]) == ("OK", "1"), out
+    assert sim.count(function="recording", value="STATUS") >= 1
+    out = run(path, caller_channel(), "STOP", "confirm=5", "agent=1000")
+    assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"], out["VICIREC_VERIFIED"]) == ("OK", "0", "0"), out
+    assert "could not read VICIdial's database" in out["VICIREC_MESSAGE"]
+
+
 # --- the PCI example on the real AGI (issue 11.1) ---------------------------------------------------
 
 

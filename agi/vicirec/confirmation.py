@@ -106,8 +106,13 @@ class Confirmed:
     detail: str = ""
 
 
+Look = Union[AgentRecording, RecordingReply]
+
+
 class Confirmer:
-    """Confirms START and STOP through the database when there is one, else through api.php."""
+    """Confirms START and STOP through the database when there is one, else through api.php (and
+    through api.php for any check the database cannot answer: an outage costs requests, not the
+    confirmation)."""
 
     def __init__(
         self,
@@ -122,53 +127,42 @@ class Confirmer:
         self._sleep = sleep
 
     def started(self, agent: str, deadline: Deadline, window: Deadline) -> Confirmed:
-        database = self.database
-        if database is not None:
-            looked = poll(lambda: database.look(agent, deadline), _recording, window, self.schedule,
-                          self._sleep)
-            return _from_look(looked)
-        asked = poll(
-            lambda: self.client.recording(Action.STATUS, agent, deadline),
-            lambda r: r.state is RecordingState.RECORDING,
-            window, self.schedule, self._sleep,
-        )
-        return _from_reply(asked)
+        def look() -> Look:
+            seen = self._look(agent, deadline)
+            return seen if seen is not None else self.client.recording(Action.STATUS, agent, deadline)
+
+        return _confirmed(poll(look, lambda s: s.state is RecordingState.RECORDING, window, self.schedule,
+                               self._sleep))
 
     def stopped(self, agent: str, deadline: Deadline, window: Deadline) -> Confirmed:
-        database = self.database
-        if database is not None:
+        def look() -> Look:
+            seen = self._look(agent, deadline)
+            if seen is None:
+                return self.client.recording(Action.STOP, agent, deadline)
+            if seen.state in (RecordingState.RECORDING, RecordingState.START_PENDING):
+                # A START reached the column after our STOP: stop again, as a second STOP through
+                # api.php would have.
+                self.client.recording(Action.STOP, agent, deadline)
+            return seen
 
-            def look() -> AgentRecording:
-                seen = database.look(agent, deadline)
-                if seen.state in (RecordingState.RECORDING, RecordingState.START_PENDING):
-                    # A START reached the column after our STOP: stop again, as a second STOP
-                    # through api.php would have.
-                    self.client.recording(Action.STOP, agent, deadline)
-                return seen
+        return _confirmed(poll(look, lambda s: s.state is RecordingState.IDLE, window, self.schedule,
+                               self._sleep))
 
-            looked = poll(look, lambda s: s.state is RecordingState.IDLE, window, self.schedule, self._sleep)
-            return _from_look(looked)
-        asked = poll(
-            lambda: self.client.recording(Action.STOP, agent, deadline),
-            lambda r: r.state is RecordingState.IDLE,
-            window, self.schedule, self._sleep,
-        )
-        return _from_reply(asked)
-
-
-def _recording(seen: AgentRecording) -> bool:
-    return seen.state is RecordingState.RECORDING
+    def _look(self, agent: str, deadline: Deadline) -> Optional[AgentRecording]:
+        if self.database is None:
+            return None
+        try:
+            return self.database.look(agent, deadline)
+        except VicirecError:
+            return None
 
 
-def _from_look(polled: Polled[AgentRecording]) -> Confirmed:
+def _confirmed(polled: Polled[Look]) -> Confirmed:
     last = polled.last
-    fields = last.fields() if isinstance(last, AgentRecording) else None
-    return Confirmed(done=polled.done, fields=fields, checks=polled.checks, after=polled.seen_after,
-                     detail=polled.detail)
-
-
-def _from_reply(polled: Polled[RecordingReply]) -> Confirmed:
-    last = polled.last
-    fields = last.fields if isinstance(last, RecordingReply) else None
+    fields: Optional[RecordingFields] = None
+    if isinstance(last, AgentRecording):
+        fields = last.fields()
+    elif isinstance(last, RecordingReply):
+        fields = last.fields
     return Confirmed(done=polled.done, fields=fields, checks=polled.checks, after=polled.seen_after,
                      detail=polled.detail)
