@@ -276,3 +276,33 @@ def test_pci_example_refuses_without_the_database_check(tmp_path: Path, sim: Vic
     first, resumed = sim.state.recordings_for("1000")
     assert first.end_time is not None and resumed.end_time is None
     assert resumed.filename.endswith("_1000_PCIRESUME")
+
+
+def test_the_fastagi_daemon_verifies_through_its_cached_directory(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    import threading
+
+    from vicirec.config import load_config
+    from vicirec.fastagi.daemon import build_runtime
+    from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
+    from vicirec.vicidial.client import make_session
+
+    settings = load_config(str(config(tmp_path, sim, db)))
+    assert settings.agents.cache_seconds > 0  # the daemon wraps the mysql directory in its cache
+    listener = bind_listener("127.0.0.1", 0)
+    server = FastAgiServer(listener, build_runtime(settings, make_session(pool_size=4)), max_sessions=4)
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
+    channel = caller_channel()
+    try:
+        with SimulatorMirror(db, sim, channel=channel, hangup_delay=0.2):
+            recording(sim)
+            result = ASTERISK.run_fastagi("127.0.0.1", listening_address(listener)[1], "vicirec",
+                                          ["STOP", "confirm=5", "agent=1000"], channel, timeout=15.0)
+    finally:
+        server.request_stop()
+        loop.join(timeout=5.0)
+    out = result.channel.variables
+    assert (out["VICIREC_RESULT"], out["VICIREC_VERIFIED"]) == ("OK", "1"), out
+    assert sim.count(function="recording") == 1
