@@ -306,3 +306,14 @@ def test_the_fastagi_daemon_verifies_through_its_cached_directory(
     out = result.channel.variables
     assert (out["VICIREC_RESULT"], out["VICIREC_VERIFIED"]) == ("OK", "1"), out
     assert sim.count(function="recording") == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "state"),
+    [("121242", "RECORDING"), ("START", "START_PENDING"), ("START_PCIRESUME", "START_PENDING"),
+     ("STOP", "STOP_PENDING"), ("", "IDLE"), ("0", "IDLE")],
+)
+def test_the_database_column_says_what_the_screen_has_left_to_do(column: str, state: str) -> None:
+    from vicirec.agents.recording_db import column_state
+
+    assert column_state(column).value == state
