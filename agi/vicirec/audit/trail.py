@@ -81,6 +81,7 @@ class AuditRecord:
     recording_id: str
     filename: str
     confirmed_after: Optional[float]  # seconds from START/STOP to VICIdial's confirmation
+    verified: Optional[bool] = None   # STOP checked where it is carried out (VICIREC_VERIFIED)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -96,8 +97,8 @@ class AuditRecord:
             value = data.get(item.name)
             if item.name == "v":
                 values["v"] = value if isinstance(value, int) else 0
-            elif item.name == "recording":
-                values["recording"] = value if isinstance(value, bool) else None
+            elif item.name in ("recording", "verified"):
+                values[item.name] = value if isinstance(value, bool) else None
             elif item.name == "confirmed_after":
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
                 values["confirmed_after"] = float(value) if number and value is not None else None
@@ -313,6 +314,7 @@ class AuditTrail:
             recording_id=_short(recording_id),
             filename=_short(fields_.filename if fields_ and recording_id else ""),
             confirmed_after=report.confirmed_after,
+            verified=report.verified,
         )
 
     def record(self, report: Report, environment: AgiEnvironment, *, transport: str) -> AuditRecord:
