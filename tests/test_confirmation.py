@@ -97,7 +97,8 @@ def test_confirmed_stop_over_the_api_asks_at_the_screens_pace(tmp_path: Path, si
     assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"]) == ("OK", "0"), out
     assert out["VICIREC_VERIFIED"] == ""  # no database to verify it with
     # the screen acts at 1.0 s: checks at 0.3, 0.8 and 1.3 s (a STOP each), plus the STOP itself
-    assert sim.count(function="recording", value="STOP") == 4
+    # (one more if a busy machine makes the screen late)
+    assert sim.count(function="recording", value="STOP") in (4, 5)
     assert sim.state.open_recordings("1000") == []
 
 
@@ -115,7 +116,7 @@ def test_confirmed_start_over_the_api_polls_status_at_the_screens_pace(
 ) -> None:
     out = run(config(tmp_path, sim), caller_channel(), "START", "_X", "confirm=5", "agent=1000")
     assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"]) == ("OK", "1"), out
-    assert sim.count(function="recording", value="STATUS") == 3  # was 12 to 20
+    assert sim.count(function="recording", value="STATUS") in (3, 4)  # 0.3, 0.8, 1.3 s; was 12 to 20
 
 
 # --- the database: one request to api.php, and a STOP verified where it is carried out ----------------
