@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from vicirec.agents.mysql_directory import MysqlDirectory
 from vicirec.deadline import Deadline
 from vicirec.errors import AgentNotLoggedIn
 from vicirec.vicidial.responses import RecordingFields, RecordingState
+
+if TYPE_CHECKING:  # imported for real only with lookup = "mysql" (PyMySQL stays unloaded otherwise)
+    from vicirec.agents.mysql_directory import MysqlDirectory
 
 MAX_AGENT_ROWS = 5
 SELECT_AGENT_RECORDING = (
@@ -148,6 +150,8 @@ class RecordingDatabase:
 
 def recording_database(directory: object) -> Optional[RecordingDatabase]:
     """The reader over the configured directory when it is the mysql one (cached or not)."""
+    from vicirec.agents.mysql_directory import MysqlDirectory
+
     inner = getattr(directory, "inner", directory)
     return RecordingDatabase(inner) if isinstance(inner, MysqlDirectory) else None
 
