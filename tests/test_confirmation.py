@@ -7,6 +7,7 @@ with the recording's ``Local/5<session>@`` channels on the fake Asterisk.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -218,6 +219,44 @@ def test_a_database_out_of_reach_falls_back_to_api_php(
     out = run(path, caller_channel(), "STOP", "confirm=5", "agent=1000")
     assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"], out["VICIREC_VERIFIED"]) == ("OK", "0", "0"), out
     assert "could not read VICIdial's database" in out["VICIREC_MESSAGE"]
+
+
+def test_a_hanging_database_costs_a_check_not_the_confirmation(tmp_path: Path, db: MariaDb) -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:  # accepts and never says a word (no MySQL greeting)
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    sim = VicidialSimulator(screen_delay=0.2).start()
+    try:
+        conf = db.astguiclient_conf(tmp_path / "astguiclient.conf", server_ip=SERVER_IP,
+                                    port=listener.getsockname()[1])
+        path = write_config(tmp_path, sim.api_url, overrides={
+            "agents": {"resolvers": ["argument"], "lookup": "mysql", "astguiclient_conf": str(conf)},
+            "call": {"deadline": 8.0}})
+        out = run(path, caller_channel(), "START", "_X", "confirm=4", "agent=1000")
+        assert (out["VICIREC_RESULT"], out["VICIREC_RECORDING"]) == ("OK", "1"), out
+        # the first check (0.3 s) gives the database 0.5 s, then asks api.php: the screen acted at
+        # 0.2 s, so about 0.8 s; a look bounded only by the deadline would hang 1.5 s (connect_timeout)
+        logged = [json.loads(line) for line in (tmp_path / "vicirec.log").read_text().splitlines()
+                  if '"confirmed_after"' in line]
+        assert logged and logged[-1]["confirmed_after"] < 1.4, logged[-1]
+    finally:
+        sim.stop()
+        listener.close()
+        for conn in held:
+            conn.close()
 
 
 # --- the PCI example on the real AGI (issue 11.1) ---------------------------------------------------

@@ -28,6 +28,9 @@ from vicirec.vicidial.client import VicidialClient
 from vicirec.vicidial.responses import Action, RecordingFields, RecordingReply, RecordingState
 
 FIRST_LOOK_SECONDS = 0.3
+#: Most one database look may take (a local read takes milliseconds): a database that hangs costs a
+#: check, never the whole window, and leaves time to ask api.php instead.
+LOOK_BUDGET_SECONDS = 0.5
 T = TypeVar("T")
 
 
@@ -152,7 +155,7 @@ class Confirmer:
         if self.database is None:
             return None
         try:
-            return self.database.look(agent, deadline)
+            return self.database.look(agent, Deadline(deadline.cut(LOOK_BUDGET_SECONDS)))
         except VicirecError:
             return None
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from vicirec.agents.recording_db import AgentRecording, RecordingDatabase, RecordingLogRow
-from vicirec.confirmation import PollSchedule, poll
+from vicirec.confirmation import LOOK_BUDGET_SECONDS, PollSchedule, poll
 from vicirec.deadline import Deadline
 from vicirec.errors import VicirecError
 from vicirec.vicidial.responses import RecordingState
@@ -58,7 +58,7 @@ class StopVerifier:
     def before(self, agent: str, deadline: Deadline) -> Optional[AgentRecording]:
         """The look just before the STOP: which recording is running (None if it cannot be read)."""
         try:
-            return self.database.look(agent, deadline)
+            return self.database.look(agent, Deadline(deadline.cut(LOOK_BUDGET_SECONDS)))
         except VicirecError:
             return None
 
@@ -73,7 +73,8 @@ class StopVerifier:
         running = before.recording_id if before is not None else ""
 
         def check() -> _Check:
-            seen = self.database.look(agent, deadline, (running,) if running else (), newest=True)
+            budget = Deadline(deadline.cut(LOOK_BUDGET_SECONDS))
+            seen = self.database.look(agent, budget, (running,) if running else (), newest=True)
             return self._check(seen, running, channels)
 
         polled = poll(check, lambda c: c.final or not c.problem, window, self.schedule, self._sleep)
