@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -163,6 +164,18 @@ def test_nothing_to_stop_is_verified_too(tmp_path: Path, sim: VicidialSimulator,
         out = run(config(tmp_path, sim, db), channel, "STOP", "confirm=5", "agent=1000")
     assert (out["VICIREC_ERROR"], out["VICIREC_RECORDING"], out["VICIREC_VERIFIED"]) == (
         "NOTHING_TO_STOP", "0", "1"), out
+
+
+def test_an_old_closed_recording_on_another_server_does_not_matter(
+    tmp_path: Path, sim: VicidialSimulator, db: MariaDb
+) -> None:
+    now = time.time()
+    sim.state.add_recording(user="1000", start_time=now - 7200, end_time=now - 7000, server_ip="10.10.10.16",
+                            filename="20261206-000000_1000_OLD")
+    channel = caller_channel()
+    with SimulatorMirror(db, sim, channel=channel):
+        out = run(config(tmp_path, sim, db), channel, "STOP", "confirm=3", "agent=1000")
+    assert (out["VICIREC_ERROR"], out["VICIREC_VERIFIED"]) == ("NOTHING_TO_STOP", "1"), out
 
 
 def test_a_recording_channel_left_up_is_not_verified(

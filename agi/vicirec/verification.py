@@ -107,7 +107,9 @@ class StopVerifier:
         if not here:
             return _Check("VARserver_ip is not set in astguiclient.conf: cannot tell where it records",
                           final=True)
-        servers = {seen.live.server_ip} | {row.server_ip for row in rows if row.server_ip}
+        # The recording channel sits where the agent's conference is; the row of the recording seen
+        # running names the server that recorded it. An older, closed row's server does not matter.
+        servers = {seen.live.server_ip} | {row.server_ip for row in rows[:1] if running and row.server_ip}
         elsewhere = sorted(server for server in servers if server != here)
         if elsewhere:
             return _Check(f"it records on {', '.join(elsewhere)}, not this server ({here}): its channels "
