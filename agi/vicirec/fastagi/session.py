@@ -32,6 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover - imported only when an audit trail is con
 #: ``agi://host:port/vicirec,...``: the one script this daemon serves.
 SCRIPT_NAME = "vicirec"
 
+#: Set before anything else happens in a session. The dialplan library clears it before AGI() and
+#: runs the process AGI instead only when it is still empty after AGISTATUS=FAILURE: then this
+#: daemon never took the call and cannot have sent a START.
+CLAIM_VARIABLE = "VICIREC_CLAIMED"
+
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
@@ -129,9 +134,23 @@ def serve_connection(
     if path != SCRIPT_NAME:
         report = unknown_script_report(path)
     else:
+        if not claim(session, accepted_at, runtime.config, log):
+            return False
         report = run_service(runtime.service, session, accepted_at, runtime.config, log)
     report, audited = audit_invocation(runtime.audit, session, report, log, transport="fastagi")
     reporter.submit(conn, peer, session, report, log, started=accepted_at, audited=audited, release=release)
+    return True
+
+
+def claim(session: AgiSession, accepted_at: float, config: Config, log: Any) -> bool:
+    """Set :data:`CLAIM_VARIABLE` and wait for Asterisk's reply (one round trip). False: the
+    claim may not have landed, so the session must end without acting on the call."""
+    deadline = Deadline(work_seconds(config) - (time.monotonic() - accepted_at))
+    try:
+        session.set_variable(CLAIM_VARIABLE, "1", deadline)
+    except AgiError as error:
+        log.warning("fastagi_claim_failed", error=error.message, raw=error.raw)
+        return False
     return True
 
 
