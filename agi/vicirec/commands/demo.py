@@ -12,7 +12,7 @@ import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from vicirec.testing.fake_asterisk import AgiRun, FakeAsterisk
 from vicirec.testing.harness import (
@@ -23,6 +23,34 @@ from vicirec.testing.harness import (
     write_config,
 )
 from vicirec.testing.simulator import VicidialSimulator
+
+Setting = Union[str, bool]
+
+#: (section, key, the demo's value, an installed config's value, why the demo differs). The demo's
+#: config is built from this table, so what it prints is what it runs with.
+DEPARTURES: tuple[tuple[str, str, Setting, Setting, str], ...] = (
+    ("agents", "require_corroboration", False, True,
+     "over the HTTP lookup nothing the caller cannot forge confirms the call id in CALLERID(name), "
+     "so with the installed default this call would end in NO_AGENT"),
+    ("agents", "lookup", "http", "mysql on a VICIdial server",
+     "the simulator has no VICIdial database; the installer chooses mysql when /etc/astguiclient.conf "
+     "exists, and mysql corroborates the call id by uniqueid and channel"),
+    ("audit", "caller_number", "mask", "hash", "so the audit trail printed below shows the number's shape"),
+)
+
+
+def _toml(value: Setting) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else f'"{value}"'
+
+
+def print_departures() -> None:
+    print("Settings this demo departs from an installed config with (a working demo is not a working "
+          "default; see deploy/README.md):")
+    for section, key, value, installed, why in DEPARTURES:
+        shown = installed if isinstance(installed, str) and " " in installed else _toml(installed)
+        print(f"  [{section}] {key} = {_toml(value)}   (installed: {shown})\n      {why}")
+    print("  [vicidial] api_url, [log] path, [audit] path: the simulator and a temporary directory\n")
+
 
 STEPS = (
     ("The caller hears the consent prompt and presses 1: START with confirmation",
@@ -40,18 +68,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vicirec-demo-") as workdir, \
             VicidialSimulator(screen_delay=options.screen_delay) as simulator:
-        config = write_config(
-            Path(workdir), simulator.api_url,
-            overrides={
-                "audit": {"path": str(Path(workdir) / "audit.jsonl"), "caller_number": "mask"},
-                # Over the HTTP lookup nothing the caller cannot forge confirms a call id; the demo
-                # takes that trade-off explicitly, as an administrator would have to (README).
-                "agents": {"require_corroboration": False},
-            },
-        )
+        overrides: dict[str, dict[str, Setting]] = {"audit": {"path": str(Path(workdir) / "audit.jsonl")}}
+        for section, key, value, _installed, _why in DEPARTURES:
+            overrides.setdefault(section, {})[key] = value
+        config = write_config(Path(workdir), simulator.api_url, overrides=overrides)
         print(f"VICIdial simulator: {simulator.api_url} (agent 1000 on call {LAB_CALL_ID})")
-        print(f"AGI: {' '.join(process_agi_command())}  config: {config}")
-        print("Agent lookup: HTTP (non-agent API), call id accepted without corroboration\n")
+        print(f"AGI: {' '.join(process_agi_command())}  config: {config}\n")
+        print_departures()
         channel = caller_channel()
         asterisk = FakeAsterisk()
         failures = 0
