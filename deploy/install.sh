@@ -56,7 +56,7 @@ Install vicirec (VICIdial recording control from Asterisk dialplan) on this serv
                       Detection: runuser/rungroup in ASTERISK-ETC/asterisk.conf, else the
                       running asterisk process (not with --root), else root:root when
                       astguiclient.conf exists (VICIdial starts Asterisk as root), else
-                      asterisk:asterisk; a user without a group gets its own name as group
+                      asterisk:asterisk; a runuser without rungroup gets its primary group
   --astguiclient-conf PATH
                       VICIdial's server config; when it exists, a new vicirec.toml gets
                       [agents] lookup = "mysql" and the mysql extra is installed;
@@ -82,7 +82,7 @@ Install vicirec (VICIdial recording control from Asterisk dialplan) on this serv
 
 What it does:
   * creates PREFIX/venv with --python and pip-installs vicirec into it
-  * writes AGI-BIN/vicirec.agi (mode 0755), a 4-line Python file whose shebang is the venv's
+  * writes AGI-BIN/vicirec.agi (mode 0755), a short Python file whose shebang is the venv's
     absolute interpreter with -I (never /usr/bin/env: that can cost 100+ ms per call) and
     which names CONFIG-DIR/vicirec.toml
   * installs CONFIG-DIR/vicirec.toml from the commented template when it does not exist
