@@ -526,6 +526,7 @@ if [ "$SYSTEMD" -eq 1 ] && [ "$UNIT_UPGRADE" -eq 1 ]; then
     cat <<EOF
  3. Restart the FastAGI daemon so it runs this version (the library relies on its claim):
         systemctl daemon-reload && systemctl try-restart $UNIT
+    (not enabled yet? systemctl enable --now $UNIT: the library uses it first)
 EOF
 elif [ "$SYSTEMD" -eq 1 ]; then
     cat <<EOF
