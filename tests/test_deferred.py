@@ -29,6 +29,7 @@ from vicirec.agents.live_calls import LiveCallReader, select_call_places
 from vicirec.agents.mysql_directory import MysqlDirectory
 from vicirec.config import Config, load_config
 from vicirec.deadline import Deadline
+from vicirec.errors import VicirecError
 from vicirec.fastagi.daemon import build_runtime
 from vicirec.fastagi.deferred import CONSENT_SOURCE, DeferredStarts
 from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
@@ -414,8 +415,8 @@ def test_the_process_agi_refuses_consent(tmp_path: Path, sim: VicidialSimulator)
 # --- the reader -------------------------------------------------------------------------------------
 
 
-def reader_for(database: MariaDb, tmp_path: Path, config: Config) -> LiveCallReader:
-    path = database.astguiclient_conf(tmp_path / "astguiclient.conf", server_ip=SERVER_IP)
+def reader_for(database: MariaDb, tmp_path: Path, config: Config, account: str = "ro") -> LiveCallReader:
+    path = database.astguiclient_conf(tmp_path / "astguiclient.conf", server_ip=SERVER_IP, account=account)
     return LiveCallReader(MysqlDirectory(load_astguiclient_conf(str(path)), config))
 
 
@@ -448,3 +449,25 @@ def test_one_select_reads_every_pending_call(
     assert places.queued == frozenset(ids[:3])
     assert select_call_places(2).count("%s") == 3 + 2 + 1 + 2
     assert "'" not in select_call_places(200).replace("'agent'", "").replace("'queue'", "").replace("''", "")
+
+
+def test_the_kept_connection_is_read_only_and_survives_a_server_side_close(
+    tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb
+) -> None:
+    import pymysql
+
+    agents_ready(mariadb)
+    queue_call(mariadb, CALL_A)
+    config = load_config(str(write_config(tmp_path, sim, mariadb)))
+    reader = reader_for(mariadb, tmp_path, config, account="rw")  # may write, like VICIdial's cron user
+    assert reader.places([CALL_A], Deadline(5)).queued == {CALL_A}
+    kept = reader._connection
+    with pytest.raises(pymysql.err.MySQLError) as refused, kept.cursor() as cursor:
+        cursor.execute("DELETE FROM vicidial_auto_calls")
+    assert refused.value.args[0] == 1792  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+    execute(mariadb, "KILL %s", [kept.thread_id()])  # the server drops the idle connection
+    assert reader.places([CALL_A], Deadline(5)).queued == {CALL_A}  # one retry on a fresh one
+    assert reader._connection is not kept
+    reader.close()
+    with pytest.raises(VicirecError):
+        reader.places([CALL_A], Deadline(5))

@@ -1,9 +1,9 @@
 """Where consented calls are now, from VICIdial's database: taken by an agent, still queued, or gone.
 
 The FastAGI daemon's pending consents (:mod:`vicirec.fastagi.deferred`) ask this once per poll
-for *all* their uniqueids together: one parameterised ``SELECT`` (a ``UNION ALL`` of two tables)
-inside ``START TRANSACTION READ ONLY``, on a fresh connection of the ``mysql`` lookup
-(:class:`vicirec.agents.mysql_directory.MysqlDirectory`, whose timeouts, watchdog and error
+for *all* their uniqueids together: one parameterised ``SELECT`` (a ``UNION ALL`` of two tables),
+a read-only transaction of its own, over a connection made as the ``mysql`` lookup makes them
+(:class:`vicirec.agents.mysql_directory.MysqlDirectory`, whose credentials, timeouts and error
 mapping it shares). Only this server's rows count (``server_ip = VARserver_ip``): a uniqueid is
 unique per Asterisk server, not across a cluster.
 
@@ -15,6 +15,8 @@ unique per Asterisk server, not across a cluster.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +24,12 @@ from typing import Any
 from vicirec.agents.chain import LiveAgent
 from vicirec.agents.mysql_directory import MysqlDirectory
 from vicirec.deadline import Deadline
-from vicirec.errors import ConfigError
+from vicirec.errors import ConfigError, Unreachable, VicirecError
 
 #: More than this many uniqueids in one read is a caller's bug (the daemon caps its pending consents).
 MAX_UNIQUEIDS = 10000
 TAKEN_STATUSES = ("QUEUE", "INCALL")
+_SESSION_READ_ONLY = "SET SESSION TRANSACTION READ ONLY"
 
 
 _SELECT_CALL_PLACES = (
@@ -53,10 +56,16 @@ class CallPlaces:
 
 
 class LiveCallReader:
-    """Thread-safe (every read opens its own connection through the directory)."""
+    """Thread-safe. Keeps one connection between polls (a poll is then one round trip: the
+    SELECT), in autocommit with ``SET SESSION TRANSACTION READ ONLY``, so every poll is its own
+    read-only transaction (a fresh view, and the server refuses any write on it). A failed poll
+    drops the connection; one that was reused is retried once on a fresh one."""
 
     def __init__(self, directory: MysqlDirectory) -> None:
         self.directory = directory
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self._closed = False
 
     @property
     def server_ip(self) -> str:
@@ -73,11 +82,54 @@ class LiveCallReader:
         ids = list(uniqueids)
         server = self.server_ip
         params = [server, *TAKEN_STATUSES, *ids, server, *ids]
-        directory = self.directory
-        with directory.read_only_cursor(deadline) as cursor:
-            directory._run(cursor.execute, deadline, select_call_places(len(ids)), params)
-            rows = directory._run(cursor.fetchall, deadline)
+        statement = select_call_places(len(ids))
+        with self._lock:
+            reused = self._connection is not None
+            try:
+                rows = self._select(statement, params, deadline)
+            except VicirecError:
+                self._drop()
+                if not reused or deadline.expired:
+                    raise
+                rows = self._select(statement, params, deadline)  # the server closed an idle connection
         return _places(rows, set(ids))
+
+    def close(self) -> None:
+        """Drop the connection; later reads are refused (a reload made a new reader)."""
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+    def _select(self, statement: str, params: Sequence[Any], deadline: Deadline) -> Any:
+        directory = self.directory
+        if self._connection is None:
+            if self._closed:
+                raise Unreachable("this reader of VICIdial's database was closed (reload or stop)")
+            connection = directory._connect(deadline)
+            try:
+                directory._run(connection.autocommit, deadline, True)
+                directory._run(connection.cursor().execute, deadline, _SESSION_READ_ONLY)
+            except VicirecError:
+                _close_quietly(connection)
+                raise
+            self._connection = connection
+        cursor = self._connection.cursor()
+        try:
+            directory._run(cursor.execute, deadline, statement, params)
+            return directory._run(cursor.fetchall, deadline)
+        except VicirecError:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            _close_quietly(connection)
+
+
+def _close_quietly(connection: Any) -> None:
+    with contextlib.suppress(Exception):
+        connection.close()
 
 
 def _places(rows: Sequence[Any], asked: set[str]) -> CallPlaces:

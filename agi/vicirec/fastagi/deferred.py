@@ -70,6 +70,8 @@ class CallPlacesReader(Protocol):
 
     def places(self, uniqueids: Sequence[str], deadline: Deadline) -> CallPlaces: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class ConsentReport(Report):
@@ -161,7 +163,9 @@ class DeferredStarts:
 
     def bind(self, binding: Binding) -> None:
         """A reload: later polls and STARTs use the new config, service, reader and audit trail."""
-        self._binding = binding
+        old, self._binding = self._binding, binding
+        if old.reader is not binding.reader:
+            old.reader.close()  # a poll still using it reconnects once and is then dropped
 
     @property
     def binding(self) -> Binding:
@@ -396,6 +400,7 @@ class DeferredStarts:
         binding = self._binding
         for entry in left:
             self._forget(entry, "dropped", reason, binding)
+        binding.reader.close()
         if left:
             logs.get_logger().warning("consents_dropped", count=len(left), reason=reason)
         return len(left)
