@@ -57,7 +57,7 @@ DEFERRED_VARIABLE = "VICIREC_DEFERRED"
 #: Asterisk's uniqueid (``1795459430.20``, or ``name-1795459430.20`` with ``systemname``); VICIdial
 #: keeps it in VARCHAR(20) columns.
 UNIQUEID = re.compile(r"^[0-9A-Za-z._-]{1,20}$")
-START_WORKERS = 4
+START_WORKERS = 16  # STARTs of one poll go out together; a worker also waits for its audit fsync
 #: A poll that takes longer than this is given up (the next one tries again).
 POLL_SECONDS = 2.0
 POLL_ERROR_LOG_INTERVAL = 10.0
