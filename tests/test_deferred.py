@@ -342,6 +342,44 @@ def test_a_restart_of_vicirec_serve_loses_pending_consents(
     assert forgotten["consent_id"] == held["consent_id"] and forgotten["outcome"] == "ERROR"
 
 
+def test_a_reload_keeps_held_consents_and_a_switch_to_http_forgets_them(
+    tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb
+) -> None:
+    agents_ready(mariadb)
+    config = load_config(str(write_config(tmp_path, sim, mariadb)))
+    http = make_session(pool_size=4)
+    listener = bind_listener(HOST, 0)
+    runtime = build_runtime(config, http)
+    configs = [config, load_config(str(write_config(tmp_path, sim, None, name="http.toml")))]
+    server = FastAgiServer(listener, runtime, max_sessions=4,
+                           reloader=lambda current: build_runtime(configs.pop(0), http, current))
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
+    port = listening_address(listener)[1]
+    try:
+        consent(port, CALL_A)
+        consent(port, CALL_B)
+        deferred = deferred_of(server)
+        first_reader = deferred.binding.reader
+        server.request_reload()
+        assert wait_for(lambda: server.runtime is not runtime)
+        assert server.runtime.deferred is deferred and deferred.binding.reader is not first_reader
+        agent_takes(mariadb, "2001", CALL_A)
+        assert wait_for(lambda: deferred.stats.started == 1)
+        assert sim.starts_for("2001") == 1 and set(deferred.pending_ids()) == {CALL_B}
+        reloaded = server.runtime
+        server.request_reload()  # now lookup = "http": nothing can follow the calls any more
+        assert wait_for(lambda: server.runtime is not reloaded)
+        assert server.runtime.deferred is None and deferred.pending() == 0
+        agent_takes(mariadb, "2002", CALL_B)
+        time.sleep(6 * POLL)
+        assert sim.starts_for("2002") == 0
+    finally:
+        server.request_stop()
+        loop.join(timeout=5.0)
+    assert 'no longer "mysql"' in audit_lines(tmp_path)[-1]["message"]
+
+
 # --- refusals (fail closed) -----------------------------------------------------------------------
 
 
