@@ -206,6 +206,13 @@ def test_two_calls_one_consented_starts_once_for_the_agent_that_took_it(
     assert (started["agent"], started["agent_source"], started["stage"]) == (
         "2002", CONSENT_SOURCE, "_CONSENT")
     assert held["caller"] == started["caller"] == "******1212"
+    # vicirec audit --consent lists both; --action CONSENT the consent alone.
+    audit = [sys.executable, "-m", "vicirec", "audit", "--file", str(tmp_path / "audit.jsonl"),
+             "--format", "json"]
+    found = subprocess.run([*audit, "--consent"], capture_output=True, text=True, check=True)
+    assert [json.loads(line)["action"] for line in found.stdout.splitlines()] == ["CONSENT", "START"]
+    found = subprocess.run([*audit, "--action", "consent"], capture_output=True, text=True, check=True)
+    assert [json.loads(line)["consent_id"] for line in found.stdout.splitlines()] == [held["consent_id"]]
 
 
 def test_the_same_call_consenting_twice_is_held_once(
