@@ -191,7 +191,8 @@ class DeferredStarts:
         try:
             entry, existing = self._admit(env, binding)
         except VicirecError as error:
-            self.stats.refused += 1
+            with self._lock:
+                self.stats.refused += 1
             return self._audited(error_report(error, report), env, binding, log, consent_id="")
         report = replace(report, stage=entry.stage)
         if existing:
@@ -207,9 +208,9 @@ class DeferredStarts:
                     del self._pending[entry.uniqueid]
             else:
                 entry.active = True
+                self.stats.consents += 1
                 self._work.notify()
         if audited is not False:
-            self.stats.consents += 1
             self._ensure_poller()
             log.info("consent_held", consent_id=entry.consent_id, stage=entry.stage, pending=self.pending())
         return report_, audited
@@ -338,10 +339,11 @@ class DeferredStarts:
         report = replace(report, agent_source=CONSENT_SOURCE if report.agent else report.agent_source)
         report, audited = self._audited(report, entry.environment, binding, log,
                                         consent_id=entry.consent_id, deferred=True)
-        if report.ok:
-            self.stats.started += 1
-        else:
-            self.stats.start_failed += 1
+        with self._lock:  # pool threads count concurrently
+            if report.ok:
+                self.stats.started += 1
+            else:
+                self.stats.start_failed += 1
         log.info("deferred_start", consent_id=entry.consent_id, **report.log_fields(), audited=audited,
                  waited_s=round(sent_at - entry.consented_at, 3),
                  after_poll_ms=round((sent_at - seen_at) * 1000, 1),
@@ -353,12 +355,13 @@ class DeferredStarts:
     def _forget(self, entry: PendingConsent, reason: str, message: str, binding: Binding) -> None:
         if not self._claim(entry):
             return
-        if reason == "ended":
-            self.stats.ended += 1
-        elif reason == "expired":
-            self.stats.expired += 1
-        else:
-            self.stats.dropped += 1
+        with self._lock:
+            if reason == "ended":
+                self.stats.ended += 1
+            elif reason == "expired":
+                self.stats.expired += 1
+            else:
+                self.stats.dropped += 1
         log = logs.get_logger(uniqueid=entry.uniqueid, channel=entry.environment.channel)
         report = ConsentReport(ok=False, error=ErrorCode.NO_AGENT, action=CONSENT, stage=entry.stage,
                                message=f"consent {entry.consent_id} forgotten: {message}; nothing recorded")
