@@ -249,6 +249,24 @@ def test_agents_of_another_server_or_not_on_the_call_do_not_count(
         assert sim.starts_for("2001") == sim.starts_for("2002") == 0
 
 
+def test_two_agents_on_one_call_start_nobody_until_one_is_left(
+    tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb
+) -> None:
+    agents_ready(mariadb)
+    config = load_config(str(write_config(tmp_path, sim, mariadb)))
+    with serving(config) as (server, port):
+        consent(port, CALL_A)
+        execute(mariadb, "UPDATE vicidial_live_agents SET status = 'INCALL', uniqueid = %s "
+                         "WHERE user IN ('2001', '2002')", [CALL_A])  # one statement: no poll between
+        time.sleep(8 * POLL)
+        assert sim.starts_for("2001") == sim.starts_for("2002") == 0
+        assert deferred_of(server).pending() == 1  # never a guess
+        execute(mariadb, "UPDATE vicidial_live_agents SET status = 'PAUSED', uniqueid = '' "
+                         "WHERE user = '2001'")
+        assert wait_for(lambda: deferred_of(server).stats.started == 1)
+        assert (sim.starts_for("2001"), sim.starts_for("2002")) == (0, 1)
+
+
 # --- forgetting ------------------------------------------------------------------------------------
 
 
@@ -406,14 +424,19 @@ def test_the_cap_on_pending_consents_refuses_closed(
         assert sim.starts_for("2001") == 0 and deferred_of(server).pending() == 1
 
 
-@pytest.mark.parametrize("args", [["CONSENT", "agent=2001"], ["CONSENT", "bogus=1"]])
+@pytest.mark.parametrize(("args", "uniqueid"), [
+    (["CONSENT", "agent=2001"], CALL_A),
+    (["CONSENT", "bogus=1"], CALL_A),
+    (["CONSENT", "_CONSENT"], "1795460000.1' OR 1=1"),  # not a uniqueid Asterisk makes
+    (["CONSENT", "_CONSENT"], ""),
+])
 def test_bad_consent_arguments_are_refused(
-    tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb, args: list[str]
+    tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb, args: list[str], uniqueid: str
 ) -> None:
     agents_ready(mariadb)
     config = load_config(str(write_config(tmp_path, sim, mariadb)))
     with serving(config) as (server, port):
-        answer = consent(port, CALL_A, args)
+        answer = consent(port, uniqueid, args)
         assert (answer["VICIREC_RESULT"], answer["VICIREC_ERROR"], answer["VICIREC_DEFERRED"]) == (
             "ERROR", "BAD_REQUEST", "0")
         assert deferred_of(server).pending() == 0

@@ -94,6 +94,7 @@ class PendingConsent:
     expires_at: float
     active: bool = False         # audited: the poller may act on it
     queued: bool = False         # seen in vicidial_auto_calls
+    ambiguous: bool = False      # two agents seen on it (logged once)
 
 
 @dataclass(frozen=True)
@@ -297,8 +298,10 @@ class DeferredStarts:
                     continue
                 if len(agents) > 1:
                     # Two agents with one call: never a guess; wait (it may settle) until the timeout.
-                    logs.get_logger(uniqueid=entry.uniqueid).warning(
-                        "consent_ambiguous", consent_id=entry.consent_id, agents=[a.user for a in agents])
+                    if not entry.ambiguous:
+                        entry.ambiguous = True
+                        logs.get_logger(uniqueid=entry.uniqueid).warning(
+                            "consent_ambiguous", consent_id=entry.consent_id, agents=[a.user for a in agents])
                 elif entry.uniqueid in places.queued:
                     entry.queued = True
                 elif entry.queued:
