@@ -215,6 +215,21 @@ def test_two_calls_one_consented_starts_once_for_the_agent_that_took_it(
     assert [json.loads(line)["consent_id"] for line in found.stdout.splitlines()] == [held["consent_id"]]
 
 
+def test_a_confirmed_deferred_start_records_the_recording_id(
+    tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb
+) -> None:
+    agents_ready(mariadb)
+    config = load_config(str(write_config(tmp_path, sim, mariadb)))
+    with serving(config) as (server, port):
+        consent(port, CALL_A, ("CONSENT", "_CONSENT", "confirm=3"))
+        agent_takes(mariadb, "2002", CALL_A, status="INCALL")
+        assert wait_for(lambda: deferred_of(server).stats.started == 1)
+    started = audit_lines(tmp_path)[-1]
+    assert (started["action"], started["recording"], started["deferred"]) == ("START", True, True)
+    assert started["recording_id"].isdigit() and started["filename"].endswith("_CONSENT")
+    assert started["confirmed_after"] is not None
+
+
 def test_the_same_call_consenting_twice_is_held_once(
     tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb
 ) -> None:
