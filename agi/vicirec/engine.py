@@ -15,9 +15,9 @@ from vicirec.agents.chain import AgentDirectory, ChannelView, ResolveContext, Re
 from vicirec.asterisk.codec import AgiEnvironment
 from vicirec.config import Config
 from vicirec.deadline import Deadline
-from vicirec.errors import ErrorCode, VicirecError
+from vicirec.errors import BadRequest, ErrorCode, VicirecError
 from vicirec.redaction import Redactor
-from vicirec.request import Invocation, parse_arguments
+from vicirec.request import CONSENT_NEEDS_DAEMON, Invocation, is_consent, parse_arguments
 from vicirec.vicidial.client import VicidialClient
 from vicirec.vicidial.responses import Action, RecordingFields, RecordingReply, RecordingState
 from vicirec.vicidial.stage import sanitize_stage
@@ -138,6 +138,8 @@ class RecordingService:
     ) -> Report:
         report = Report(ok=False)
         try:
+            if is_consent(args):  # only the daemon can hold a pending consent: fail closed here
+                raise BadRequest(CONSENT_NEEDS_DAEMON)
             invocation = parse_arguments(args)
             report = replace(report, action=invocation.action.value)
             context = ResolveContext(

@@ -87,3 +87,22 @@ def _shown(value: str, limit: int = 24) -> str:
     """A dialplan value, made safe to put in a message: letters, digits and ``_.-`` only, short."""
     cleaned = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_.-") else "?" for ch in value[:limit])
     return f"'{cleaned}{'...' if len(value) > limit else ''}'"
+
+
+# --- CONSENT: a START deferred until an agent takes the call (the FastAGI daemon's deferred module) ---
+
+CONSENT = "CONSENT"
+CONSENT_NEEDS_DAEMON = (
+    "CONSENT (a START deferred until an agent takes the call) needs the FastAGI daemon with "
+    'agents.lookup = "mysql"; nothing will be recorded'
+)
+
+
+def is_consent(args: Sequence[str]) -> bool:
+    """``AGI(...,CONSENT[,stage][,confirm=N])``: the caller consented before any agent exists."""
+    return bool(args) and args[0].strip().upper() == CONSENT
+
+
+def parse_consent(args: Sequence[str]) -> Invocation:
+    """A CONSENT's arguments are a START's: the START that runs once an agent takes the call."""
+    return parse_arguments(["START", *args[1:]])

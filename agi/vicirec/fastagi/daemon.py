@@ -30,6 +30,7 @@ import requests
 from vicirec import logs
 from vicirec.config import Config, exposure_warning, load_config
 from vicirec.errors import ConfigError
+from vicirec.fastagi.deferred import build_deferred
 from vicirec.fastagi.sdnotify import Notifier
 from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
 from vicirec.fastagi.session import DaemonRuntime, parse_allowlist
@@ -95,6 +96,8 @@ def _serve(options: argparse.Namespace, listener: Any, runtime: DaemonRuntime,
     )
     notifier.ready(f"listening on {host}:{port}, at most {max_sessions} sessions")
     server.run()
+    if server.runtime.deferred is not None:  # consents still held are forgotten (audited): not recorded
+        server.runtime.deferred.stop()
     logs.get_logger().info("fastagi_stopped", **dataclasses.asdict(server.stats))
     notifier.status("stopped")
     return EX_OK
@@ -142,8 +145,10 @@ def build_runtime(
 ) -> DaemonRuntime:
     """The service every session of this config generation shares (raises ConfigError)."""
     service = build_service(config, session=http, logger=logs.get_logger(), daemon=True)
+    audit = _audit_trail(config, previous)
+    deferred = build_deferred(config, service, audit, previous.deferred if previous is not None else None)
     return DaemonRuntime(config=config, service=service, allow=parse_allowlist(config.fastagi.allow),
-                         audit=_audit_trail(config, previous))
+                         audit=audit, deferred=deferred)
 
 
 def _audit_trail(config: Config, previous: Optional[DaemonRuntime]) -> Any:

@@ -24,10 +24,12 @@ from vicirec.errors import AgiError, AgiTimeout, BadRequest, ErrorCode, VicirecE
 from vicirec.fastagi.reporter import Release, Reporter
 from vicirec.fastagi.transport import KernelTimeoutTransport
 from vicirec.reporting import REPORT_SECONDS, audit_invocation
+from vicirec.request import is_consent
 from vicirec.runtime import SessionChannelView
 
 if TYPE_CHECKING:  # pragma: no cover - imported only when an audit trail is configured
     from vicirec.audit.trail import AuditTrail
+    from vicirec.fastagi.deferred import DeferredStarts
 
 #: ``agi://host:port/vicirec,...``: the one script this daemon serves.
 SCRIPT_NAME = "vicirec"
@@ -48,6 +50,8 @@ class DaemonRuntime:
     service: RecordingService
     allow: tuple[Network, ...]
     audit: Optional[AuditTrail] = None
+    # CONSENT's pending consents (agents.lookup = "mysql" only); the same object across reloads.
+    deferred: Optional[DeferredStarts] = None
 
     def peer_allowed(self, address: str) -> bool:
         """True when no allowlist is configured, or ``address`` is inside one of its networks."""
@@ -132,12 +136,15 @@ def serve_connection(
     path = script_path(env.network_script)
     report: Report
     if path != SCRIPT_NAME:
-        report = unknown_script_report(path)
+        report, audited = audit_invocation(runtime.audit, session, unknown_script_report(path), log,
+                                           transport="fastagi")
+    elif not claim(session, accepted_at, runtime.config, log):
+        return False
+    elif runtime.deferred is not None and is_consent(env.args):
+        report, audited = runtime.deferred.consent(session, log)  # audits it itself (with its id)
     else:
-        if not claim(session, accepted_at, runtime.config, log):
-            return False
         report = run_service(runtime.service, session, accepted_at, runtime.config, log)
-    report, audited = audit_invocation(runtime.audit, session, report, log, transport="fastagi")
+        report, audited = audit_invocation(runtime.audit, session, report, log, transport="fastagi")
     reporter.submit(conn, peer, session, report, log, started=accepted_at, audited=audited, release=release)
     return True
 
