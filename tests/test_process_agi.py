@@ -237,7 +237,7 @@ def test_an_earlier_discovery_is_not_taken_for_the_dialplan_s_choice(
 # module on a call's path imports them.
 COMMAND_LINE_MODULES = {"commands/cli.py", "commands/check.py", "commands/demo.py", "commands/audit.py",
                         "commands/act.py", "commands/whois.py",
-                        "testing/simulator.py"}
+                        "testing/simulator/cli.py"}
 
 
 def test_only_command_line_modules_print() -> None:
