@@ -4,6 +4,9 @@ They run as an administrator would run them (``python -m vicirec ...`` in a subp
 through the same engine, sanitiser, audit trail and log as a call (transport ``cli``).
 """
 
+# The fixture is imported by name (no pytest_plugins), so test parameters named after it "redefine" it.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import json
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mariadb_server import MariaDb, mariadb  # noqa: F401 - mariadb is a fixture
 from vicirec.testing.harness import LAB_API_PASSWORD, LAB_CALL_ID, write_config
 from vicirec.testing.simulator import VicidialSimulator
 
@@ -138,3 +142,28 @@ def test_whois_reports_a_lookup_failure_per_resolver(tmp_path: Path) -> None:
 
 def test_whois_needs_a_fact(config: Path) -> None:
     assert vicirec(config, "whois").returncode == 2
+
+
+@pytest.mark.mysql
+def test_whois_with_the_mysql_lookup_corroborates_by_uniqueid(sim: VicidialSimulator, tmp_path: Path,
+                                                             mariadb: MariaDb) -> None:
+    """The uniqueid a CDR shows is what ties a caller-chosen call id to the agent's call."""
+    sim.reset()
+    mariadb.replace_agents([{
+        "user": "1000", "server_ip": "10.10.10.15", "conf_exten": "8600051", "extension": "SIP/1000",
+        "status": "INCALL", "lead_id": 1, "campaign_id": "TESTCAMP", "uniqueid": "1795459430.20",
+        "callerid": LAB_CALL_ID, "channel": "SIP/trunk-0000002a"}])
+    conf = mariadb.astguiclient_conf(tmp_path / "astguiclient.conf")
+    config = write_config(tmp_path, sim.api_url, overrides={"agents": {
+        "lookup": "mysql", "astguiclient_conf": str(conf),
+        "resolvers": ["argument", "call_id", "bridge_peer"]}})
+    right = vicirec(config, "whois", "--call-id", LAB_CALL_ID, "--uniqueid", "1795459430.20")
+    assert right.returncode == 0, right
+    assert "uniqueid" in right.stdout and right.stdout.splitlines()[-1] == "=> agent 1000 (found by call_id)"
+    wrong = vicirec(config, "whois", "--call-id", LAB_CALL_ID, "--uniqueid", "1795459999.99")
+    assert wrong.returncode == 1
+    by_resolver = {line.split()[0]: line for line in wrong.stdout.splitlines() if line.startswith("  ")}
+    refusal = by_resolver["call_id"]
+    assert "refused" in refusal and "different uniqueid" in refusal, wrong.stdout
+    assert "BRIDGEPEER is empty" in by_resolver["bridge_peer"]
+    assert sim.requests == []
