@@ -127,6 +127,16 @@ def test_a_wrong_password_costs_exactly_one_login(install: Install) -> None:
     assert WRONG not in run.stdout + run.stderr
 
 
+def test_a_locked_out_user_is_told_to_wait(install: Install) -> None:
+    user = install.sim.state.user("6666")
+    assert user is not None
+    user.failed_login_count, user.last_login_date = 10, int(time.time())
+    run = install.check(install.config())
+    assert run.returncode == 1
+    assert any("locked out" in line and "15-minute lock-out to end" in line for line in lines(run, "ERROR"))
+    assert len(install.sim.requests) == 1
+
+
 def test_a_refused_server_is_an_error_at_once(install: Install) -> None:
     holder, port = refused_port()
     try:

@@ -99,6 +99,11 @@ def _mysql_lookup(config: Config, client: VicidialClient) -> Finding:
 def _what_to_do(config: Config, failure: VicirecError, step: str) -> str:
     user = config.vicidial.user
     code = failure.code
+    if code is ErrorCode.AUTH and "locked out" in failure.message:
+        return ("wait for VICIdial's 15-minute lock-out to end, then make sure [vicidial] password is right "
+                "before anything logs in again")
+    if code is ErrorCode.AUTH and ("IPBLOCK" in (failure.raw or "") or "this address" in failure.message):
+        return f"add this server's address to the API IP list of user {user}'s user group in VICIdial"
     if code is ErrorCode.AUTH:
         return ("set [vicidial] user and password to a VICIdial API user's (this check cost one of the ten "
                 "failed logins before a 15-minute lock-out, and is never retried)")
@@ -108,6 +113,9 @@ def _what_to_do(config: Config, failure: VicirecError, step: str) -> str:
     if code is ErrorCode.PERMISSION:
         return (f"in VICIdial, give user {user} Agent API Access (vdc_agent_api_access=1) and recording in "
                 "api_allowed_functions (or ALL_FUNCTIONS); the system setting Agent API Active must be on")
+    if code is ErrorCode.UNREACHABLE and "TLS" in failure.message:
+        return ("VICIdial's certificate is not trusted here: set vicidial.ca_bundle to the CA that signed "
+                "it, or fix the certificate (host name, expiry)")
     if code is ErrorCode.UNREACHABLE:
         return "check vicidial.api_url (host, port, https), DNS, and the firewall from this server"
     if code is ErrorCode.TIMEOUT:
