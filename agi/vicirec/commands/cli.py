@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "simulator": ("vicirec.testing.simulator", "run the VICIdial simulator on 127.0.0.1 (--port N)"),
     "serve": ("vicirec.fastagi.daemon", "run the FastAGI daemon (default 127.0.0.1:4573)"),
     "check": ("vicirec.commands.check",
-              "would the AGI work as configured? asks VICIdial once, checks the files (--offline: config only)"),
+              "would the AGI work as configured? asks VICIdial once, checks files (--offline: config)"),
     "audit": ("vicirec.commands.audit", "search the consent / PCI audit trail"),
     "status": ("vicirec.commands.act:status_main", "--agent U: is the agent's session being recorded?"),
     "start": ("vicirec.commands.act:start_main", "--agent U [--stage S] [--confirm N]: start recording"),
