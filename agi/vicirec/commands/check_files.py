@@ -231,8 +231,9 @@ def path_findings(config: Config, asterisk_etc: str, agi_bin: str) -> list[Findi
     host, port = _address(url)
     answer = _probe(host, port)
     if answer == "accepted":
-        found.append(ok(f"calls take the FastAGI daemon at {host}:{port} ({named}): it accepts connections "
-                        "(this probe connects and closes: the daemon logs it as fastagi_environment_unreadable)"))
+        found.append(ok(f"calls take the FastAGI daemon at {host}:{port} ({named}): it accepts "
+                        "connections (this probe connects and closes: the daemon logs it as "
+                        "fastagi_environment_unreadable)"))
     elif answer == "refused":
         if explicit:
             found.append(warning(f"{named} names a FastAGI daemon but nothing listens at {host}:{port}: "
