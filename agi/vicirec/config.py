@@ -223,6 +223,9 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{name} must be a list of strings")
         return tuple(value)
     if not isinstance(value, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            key = name.rpartition(".")[2]
+            raise ConfigError(f'{name} must be a string: put it in quotes ({key} = "{value}")')
         raise ConfigError(f"{name} must be a string")
     return value
 

@@ -57,7 +57,7 @@ class Report:
         values = {
             "VICIREC_RESULT": "OK" if self.ok else "ERROR",
             "VICIREC_ERROR": self.error.value if self.error else "",
-            "VICIREC_MESSAGE": _printable(self.message)[:MESSAGE_MAX_CHARS],
+            "VICIREC_MESSAGE": shorten_message(_printable(self.message)),
             "VICIREC_ACTION": self.action,
             "VICIREC_AGENT": self.agent,
             "VICIREC_AGENT_SOURCE": self.agent_source,
@@ -88,6 +88,18 @@ class Report:
             "filename": self.fields.filename if self.fields and self.fields.recording_id else "",
             "confirmed_after": self.confirmed_after,
         }
+
+
+def shorten_message(text: str, limit: int = MESSAGE_MAX_CHARS) -> str:
+    """``text`` when it fits, else cut at the last word that fits and ended with "…" (the log keeps
+    the whole reason)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"
 
 
 def _printable(text: str) -> str:

@@ -67,7 +67,7 @@ class AuditRecord:
     v: int
     time: str                        # UTC, ISO 8601 with milliseconds: 2024-05-01T12:00:00.123Z
     host: str                        # the telephony server that ran the AGI
-    transport: str                   # process | fastagi
+    transport: str                   # process | fastagi | cli (vicirec start|stop|status)
     uniqueid: str
     channel: str
     caller: str                      # as [audit] caller_number says; "" when omitted or unknown

@@ -51,7 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _start(options, notifier)
     except ConfigError as error:
-        logs.get_logger().error("fastagi_config_error", error=error.message)
+        # Before the config is read the log is stderr: one plain line, not a JSON object.
+        sys.stderr.write(f"vicirec serve: {error.message} (fix it, run `vicirec check`, start again)\n")
         notifier.status(f"config error: {error.message}")
         return EX_CONFIG
     except Exception as error:  # the last line of defence: log it, tell systemd, exit 70
@@ -95,6 +96,9 @@ def _serve(options: argparse.Namespace, listener: Any, runtime: DaemonRuntime,
         config=runtime.config.source_path,
     )
     notifier.ready(f"listening on {host}:{port}, at most {max_sessions} sessions")
+    sys.stderr.write(f"vicirec serve: listening on {host}:{port}, config {runtime.config.source_path}, "
+                     f"pid {os.getpid()}\n")
+    sys.stderr.flush()
     server.run()
     if server.runtime.deferred is not None:  # consents still held are forgotten (audited): not recorded
         server.runtime.deferred.stop()
