@@ -17,7 +17,7 @@ from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.errors import ErrorCode, VicirecError
 from vicirec.redaction import Redactor
-from vicirec.request import Invocation, parse_arguments
+from vicirec.request import Invocation, Step, parse_arguments
 from vicirec.vicidial.client import VicidialClient
 from vicirec.vicidial.responses import Action, RecordingFields, RecordingReply, RecordingState
 from vicirec.vicidial.stage import sanitize_stage
@@ -140,6 +140,8 @@ class RecordingService:
         try:
             invocation = parse_arguments(args)
             report = replace(report, action=invocation.action.value)
+            if not invocation.needs_agent:
+                return self._agentless(invocation, report, channel)
             context = ResolveContext(
                 invocation=invocation, environment=environment, channel=channel,
                 directory=self.directory, deadline=deadline, config=self.config,
@@ -153,9 +155,20 @@ class RecordingService:
 
     # --- actions ------------------------------------------------------------------------------
 
+    def _agentless(self, invocation: Invocation, report: Report, channel: ChannelView) -> Report:
+        from vicirec import park
+
+        if invocation.action is Step.CONSENT:
+            return park.consent(invocation, report)
+        return park.gosub(invocation, report, channel)
+
     def _act(self, invocation: Invocation, report: Report, deadline: Deadline) -> Report:
         confirm = self.config.call.confirm if invocation.confirm is None else invocation.confirm
         work = Deadline(max(0.0, deadline.remaining() - REPORT_RESERVE_SECONDS))
+        if invocation.action is Step.GRAB:
+            from vicirec import park
+
+            return park.grab(self.client, report, work)
         if invocation.action is Action.STATUS:
             return self._status(report, work)
         if invocation.action is Action.START:

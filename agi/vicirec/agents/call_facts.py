@@ -22,9 +22,33 @@ _CALL_ID = re.compile(r"[A-Z][0-9]{19}", re.ASCII)
 _ROOM = re.compile(r"[0-9]{1,20}", re.ASCII)
 
 
+# With extension_appended_cidname VICIdial writes "<call id> <extension or user>[ <campaign>]"
+# (agi-VDAD_ALL_outbound.agi, agi-VDAD_ALL_inbound.agi); its own park_CID.agi keeps the first token.
+# Only those forms pass: V/M/Y/J ids, one ASCII space before each of at most two suffix words.
+_SUFFIXED_CALL_ID = re.compile(r"([VMYJ][0-9]{19})((?: [A-Za-z0-9_@.+#*:/-]{1,50}){1,2})", re.ASCII)
+
+
 def strict_call_id(value: str) -> Optional[str]:
     """``value`` when it is exactly a VICIdial call id, else ``None``."""
     return value if _CALL_ID.fullmatch(value) else None
+
+
+def call_id_of_name(name: str) -> Optional[str]:
+    """The VICIdial call id a caller ID name carries, or ``None``.
+
+    Either the whole name is a call id, or it is one as VICIdial's ``extension_appended_cidname``
+    writes it (``V1123181500000000001 1000``, ``V1123181500000000001 1000 TESTCAMP``): then the
+    first token must be a ``V``/``M``/``Y``/``J`` id and the suffix one or two plain words, none of
+    them a second call id. Tabs, newlines, doubled or trailing spaces, quotes, pipes never pass.
+    """
+    if _CALL_ID.fullmatch(name):
+        return name
+    match = _SUFFIXED_CALL_ID.fullmatch(name)
+    if match is None:
+        return None
+    if any(_CALL_ID.fullmatch(word) for word in match.group(2).split(" ")[1:]):
+        return None
+    return match.group(1)
 
 
 def lead_id_of(call_id: str) -> int:
@@ -37,9 +61,10 @@ def caller_call_id(context: ResolveContext) -> tuple[Optional[str], str]:
     name = context.environment.known("agi_calleridname")
     if not name:
         return None, "no caller ID name"
-    if strict_call_id(name) is None:
+    call_id = call_id_of_name(name)
+    if call_id is None:
         return None, "caller ID name is not a VICIdial call id"
-    return name, ""
+    return call_id, ""
 
 
 @dataclass(frozen=True)
