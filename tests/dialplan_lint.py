@@ -778,7 +778,8 @@ class Linter:
             return
         action = args[1].strip()
         if "${" in action or action.upper() not in ACTIONS:
-            self.add("AGI_ACTION", path, line, f"action {action!r} is not a literal {'/'.join(sorted(ACTIONS))}")
+            self.add("AGI_ACTION", path, line,
+                     f"action {action!r} is not a literal {'/'.join(sorted(ACTIONS))}")
             return
         action = action.upper()
         if action in ("GRAB", "CONSENT", "GOSUB"):
@@ -828,7 +829,7 @@ class Linter:
         else:
             if not 1 <= len(args) <= 3:
                 self.add("AGI_OPTION", path, line, "GOSUB takes a context, then an extension and a priority")
-            elif not args[0].startswith("${") and args[0] not in self.contexts and args[0] not in self.external:
+            elif not args[0].startswith("${") and args[0] not in {*self.contexts, *self.external}:
                 self.add("BAD_TARGET", path, line, f"GOSUB to [{args[0]}], which no shipped file defines")
 
     # ---- whole-file passes --------------------------------------------------------------------
@@ -1033,6 +1034,7 @@ class MiniPbx:
         self.logs: list[str] = []
         self.dials: list[str] = []
         self.trace: list[str] = []
+        self.hung_up = False
 
     # ---- substitution ---------------------------------------------------------------------------
 
@@ -1176,6 +1178,9 @@ class MiniPbx:
                 return  # end of a top-level extension (e.g. dialplan_exec): back to the caller
             self.trace.append(f"{e}@{c}:{n} {prio.app}")
             nxt = self.exec_app(prio.app, prio.data, (c, e, n))
+            if nxt == "HANGUP":
+                self.hung_up = True
+                return
             if nxt == "RETURN":
                 if len(self.frames) <= base:
                     raise DialplanError("Return without Gosub: stack is empty")
@@ -1205,6 +1210,8 @@ class MiniPbx:
             return dest
         if al == "return":
             return "RETURN"
+        if al == "hangup":
+            return "HANGUP"
         if al == "goto":
             return self._jump(self.substitute(data), c, e)
         if al == "gotoif":
@@ -1217,7 +1224,7 @@ class MiniPbx:
         if al == "set":
             name, _, value = sub.partition("=")
             self.set_var(name.strip(), value)
-        elif al in ("noop", "verbose", "answer", "wait"):
+        elif al in ("noop", "verbose", "answer", "wait", "waitexten"):
             pass
         elif al == "log":
             self.logs.append(sub)

@@ -1,0 +1,345 @@
+"""VICIdial's own call flows (tests/data/vicidial/FLOWS.md), end to end where they run vicirec:
+
+* call ids as VICIdial writes them, ``extension_appended_cidname`` suffixes included (FLOWS §8);
+* arguments that survive VICIdial's admin screens (FLOWS §7), through both filters and the parser;
+* GRAB (agent API ``park_call`` GRAB_IVR_CUSTOMER) against the simulator's real bytes;
+* the park IVR consent loop: park_CID.agi's nested ``EXEC AGI vicirec.agi,GOSUB,...`` runs the
+  shipped example dialplan, which STARTs only on key 1 and hands the customer back whatever the
+  answer, every step in the audit trail;
+* the Call Menu recipe (FLOWS §6) as VICIdial generates it.
+
+The AGI runs are the real process AGI (and FastAGI daemon) under the fake Asterisk; the dialplan
+around them is the shipped example file, run by ``dialplan_lint.MiniPbx``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+import dialplan_lint as lint
+from test_agents_e2e import (  # noqa: F401 - sim is a fixture
+    ASTERISK,
+    PROCESS_AGI,
+    make_world,
+    park_ivr_caller,
+    result,
+    sim,
+    transport,
+)
+from vicirec.agents.call_facts import call_id_of_name
+from vicirec.errors import BadRequest
+from vicirec.request import Invocation, Step, parse_arguments
+from vicirec.testing.fake_asterisk import FakeChannel
+from vicirec.testing.simulator import VicidialSimulator
+from vicirec.vicidial.responses import Action
+
+CALL_1000 = "V1123181500000000001"
+EXAMPLES = Path(__file__).resolve().parent.parent / "dialplan" / "examples"
+
+# --- 1. call ids as VICIdial writes them ---------------------------------------------------------
+
+SUFFIXED = [
+    CALL_1000 + " 1000",                 # extension_appended_cidname Y / Y_USER
+    CALL_1000 + " 1000 TESTCAMP",        # Y_WITH_CAMPAIGN / Y_USER_WITH_CAMPAIGN
+    CALL_1000 + " 1001@default",         # a Local/ phone with the Local/ prefix removed
+    "M1123181500000000001 PJ1001",       # PJSIP/1001 after VICIdial's s/SIP\///
+    "Y1123181500000000001 1000 SALESLINE",
+    "J1123181500000000001 agent_7",
+]
+
+
+@pytest.mark.parametrize("name", SUFFIXED)
+def test_the_first_token_of_a_suffixed_name_is_the_call_id(name: str) -> None:
+    assert call_id_of_name(name) == name.split(" ", maxsplit=1)[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        CALL_1000 + " ",                          # nothing after the space
+        CALL_1000 + "  1000",                     # two spaces
+        CALL_1000 + "\t1000",                     # a tab
+        CALL_1000 + " 1000\n",                    # a newline
+        CALL_1000 + " 1000 TESTCAMP extra",       # a third word
+        CALL_1000 + " V1123181500000000002",      # a second call id
+        CALL_1000 + " 1000|1001",                 # a pipe
+        CALL_1000 + " 1000'",                     # a quote
+        CALL_1000 + " " + "x" * 51,               # an overlong word
+        "A1123181500000000001 1000",              # suffixed forms only for V, M, Y, J
+        " " + CALL_1000 + " 1000",
+        "v1123181500000000001 1000",
+        "V112318150000000000 1000",
+        "V" + "\uff11" * 19 + " 1000",
+        CALL_1000 + " \u0661000",
+    ],
+)
+def test_anything_else_in_a_suffixed_name_is_refused(name: str) -> None:
+    assert call_id_of_name(name) is None
+
+
+def test_a_bare_id_is_still_taken_whole() -> None:
+    assert call_id_of_name(CALL_1000) == CALL_1000
+    assert call_id_of_name("A1123181500000000001") == "A1123181500000000001"  # any letter when bare
+
+
+@pytest.mark.parametrize("kind", ["process", "fastagi"])
+@pytest.mark.parametrize("name", [CALL_1000 + " 1000", CALL_1000 + " 1000 TESTCAMP"])
+def test_the_park_ivr_finds_the_agent_by_a_suffixed_call_id(
+    tmp_path: Path, sim: VicidialSimulator, kind: str, name: str  # noqa: F811
+) -> None:
+    channel = park_ivr_caller()
+    channel.callerid_name = name
+    world = make_world(tmp_path, sim, "mysql")
+    with transport(kind, world) as run:
+        variables = result(run(["STATUS"], channel))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_AGENT"], variables["VICIREC_AGENT_SOURCE"]) == (
+        "OK", "1000", "call_id"), variables
+
+
+def test_a_suffixed_name_is_corroborated_like_a_bare_one(
+    tmp_path: Path, sim: VicidialSimulator  # noqa: F811
+) -> None:
+    # An intruder's own channel with another call's suffixed id: the database contradicts it.
+    channel = FakeChannel(name="SIP/trunk-0000009f", uniqueid="1795459555.90", callerid_num="5550000",
+                          callerid_name=CALL_1000 + " 1000 TESTCAMP")
+    world = make_world(tmp_path, sim, "mysql")
+    with transport("process", world) as run:
+        variables = result(run(["START"], channel))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_ERROR"]) == ("ERROR", "NO_AGENT")
+    assert "refused agent 1000" in variables["VICIREC_MESSAGE"]
+    assert sim.starts_for("1000") == 0
+
+
+# --- 2. arguments that survive VICIdial's admin screens ---------------------------------------------
+
+#: admin.php:18765, a Call Menu option's route value; admin.php:4334, a campaign's IVR Park Call AGI.
+CALL_MENU_ROUTE_VALUE = re.compile(r"[^-/|_#*,.0-9A-Za-z]")
+IVR_PARK_CALL_AGI = re.compile(r"[^- *#.,:/|@_0-9A-Za-z]")
+
+#: The spellings README.md documents.
+ADMIN_FIELD_EXAMPLES: list[tuple[str, Invocation]] = [
+    ("vicirec.agi,START,_CONSENT,confirm-3",
+     Invocation(Action.START, stage="_CONSENT", confirm=3.0)),
+    ("vicirec.agi,START,_CONSENT,confirm-1.5,agent-1000",
+     Invocation(Action.START, stage="_CONSENT", confirm=1.5, agent="1000")),
+    ("vicirec.agi,STOP,confirm-3", Invocation(Action.STOP, confirm=3.0)),
+    ("vicirec.agi,STATUS,agent-agent_7", Invocation(Action.STATUS, agent="agent_7")),
+    ("vicirec.agi,GRAB", Invocation(Step.GRAB)),
+    ("vicirec.agi,GRAB,agent-1000", Invocation(Step.GRAB, agent="1000")),
+    ("vicirec.agi,CONSENT,YES", Invocation(Step.CONSENT, stage="YES")),
+    ("vicirec.agi,GOSUB,vicirec-example-park-consent",
+     Invocation(Step.GOSUB, target=("vicirec-example-park-consent", "s", "1"))),
+    ("vicirec.agi,GOSUB,CONSENT,8881,1", Invocation(Step.GOSUB, target=("CONSENT", "8881", "1"))),
+]
+
+
+ADMIN_FIELD_IDS = [value for value, _ in ADMIN_FIELD_EXAMPLES]
+
+
+@pytest.mark.parametrize(("value", "expected"), ADMIN_FIELD_EXAMPLES, ids=ADMIN_FIELD_IDS)
+@pytest.mark.parametrize("field", [CALL_MENU_ROUTE_VALUE, IVR_PARK_CALL_AGI], ids=["call-menu", "ivr-park"])
+def test_each_documented_spelling_survives_the_admin_filter_and_parses(
+    value: str, expected: Invocation, field: re.Pattern[str]
+) -> None:
+    stored = field.sub("", value)
+    assert stored == value
+    # Asterisk splits AGI()'s data (a Call Menu's AGI(<value>), park_CID.agi's EXEC AGI <value>)
+    # on commas: the script, then the arguments.
+    script, *args = stored.split(",")
+    assert script == "vicirec.agi"
+    assert parse_arguments(args) == expected
+
+
+@pytest.mark.parametrize("old", ["confirm=3", "agent=1000"])
+def test_the_equals_spelling_does_not_survive_the_admin_screens(old: str) -> None:
+    for field in (CALL_MENU_ROUTE_VALUE, IVR_PARK_CALL_AGI):
+        filtered = field.sub("", old)
+        assert filtered != old
+        # what VICIdial stores (confirm3, agent1000) would read as a stage label, silently
+        assert parse_arguments(["START", filtered]).stage == filtered
+
+
+def test_both_spellings_mean_the_same_and_an_option_word_is_never_a_stage() -> None:
+    assert parse_arguments(["START", "_X", "confirm-2", "agent-1000"]) == parse_arguments(
+        ["START", "_X", "confirm=2", "agent=1000"])
+    assert parse_arguments(["START", "Confirm-2"]).confirm == 2.0  # any case, like key=value
+    with pytest.raises(BadRequest):
+        parse_arguments(["START", "confirm-order"])  # an option, and not a number: refused, not a stage
+    with pytest.raises(BadRequest):
+        parse_arguments(["STOP", "confirm-1", "confirm=2"])
+    with pytest.raises(BadRequest):
+        parse_arguments(["STATUS", "agent-10 00"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["GRAB", "_LABEL"], ["GRAB", "confirm-3"], ["CONSENT"], ["CONSENT", "YES", "NO"], ["CONSENT", "a b"],
+     ["GOSUB"], ["GOSUB", "ctx,x"], ["GOSUB", "c", "s", "1", "x"], ["GOSUB", "c", "s", "0"],
+     ["GOSUB", "c d"], ["CONSENT", "x" * 21], ["GOSUB", "c", "s;x"]],
+)
+def test_the_park_steps_refuse_anything_else(args: list[str]) -> None:
+    with pytest.raises(BadRequest):
+        parse_arguments(args)
+
+
+# --- 3. GRAB: park_call GRAB_IVR_CUSTOMER -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["process", "fastagi"])
+def test_grab_hands_the_parked_customer_back_to_the_agent(
+    tmp_path: Path, sim: VicidialSimulator, kind: str  # noqa: F811
+) -> None:
+    sim.state.agent("1000").external_park = "PARK_IVR_CUSTOMER"  # type: ignore[union-attr]
+    world = make_world(tmp_path, sim, "mysql")
+    with transport(kind, world) as run:
+        variables = result(run(["GRAB"], park_ivr_caller()))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_ACTION"], variables["VICIREC_AGENT"]) == (
+        "OK", "GRAB", "1000"), variables
+    assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
+    (request,) = [r for r in sim.requests if r.params.get("function") == "park_call"]
+    assert (request.params["value"], request.params["agent_user"]) == ("GRAB_IVR_CUSTOMER", "1000")
+    assert sim.count(function="recording") == 0
+
+
+def test_grab_for_an_agent_without_a_call_is_no_agent(tmp_path: Path, sim: VicidialSimulator) -> None:  # noqa: F811
+    world = make_world(tmp_path, sim, "http")
+    with transport("process", world) as run:
+        variables = result(run(["GRAB", "agent-1002"], park_ivr_caller()))  # 1002: READY, lead 0 (K03)
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_ERROR"]) == ("ERROR", "NO_AGENT")
+    assert "no lead on their screen" in variables["VICIREC_MESSAGE"]
+
+
+def test_grab_without_the_park_call_permission_says_so(tmp_path: Path, sim: VicidialSimulator) -> None:  # noqa: F811
+    sim.state.user("6666").api_allowed_functions = " recording logged_in_agents "  # type: ignore[union-attr]
+    world = make_world(tmp_path, sim, "http")
+    with transport("process", world) as run:
+        variables = result(run(["GRAB", "agent=1000"], park_ivr_caller()))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_ERROR"]) == ("ERROR", "PERMISSION")
+    assert sim.state.agent("1000").external_park == ""  # type: ignore[union-attr]
+
+
+# --- 3. the park IVR consent loop, with the shipped example ------------------------------------------
+
+
+def audit_world(tmp_path: Path, simulator: VicidialSimulator) -> tuple[Any, Path]:
+    world = make_world(tmp_path, simulator, "mysql")
+    trail = tmp_path / "audit.jsonl"
+    with world.config_path.open("a") as config:
+        config.write(f'[audit]\npath = "{trail}"\ncaller_number = "omit"\n')
+    return world, trail
+
+
+def audit_lines(trail: Path) -> list[tuple[str, str, str, str]]:
+    records = [json.loads(line) for line in trail.read_text().splitlines()]
+    return [(r["action"], r["stage"], r["outcome"], r["agent"]) for r in records]
+
+
+def park_consent_pbx(world: Any, channel: FakeChannel, key: str) -> lint.MiniPbx:
+    """The example's dialplan on ``channel``; each AGI() in it is a real nested process AGI run."""
+    path = EXAMPLES / "vicirec-example-park-ivr.conf"
+    files = lint.parse_files({str(path): path.read_text(encoding="utf-8")})
+    env = {"VICIREC_CONFIG": str(world.config_path)}
+
+    def agi(argv: list[str], variables: dict[str, str]) -> Optional[dict[str, str]]:
+        assert argv[0] == "vicirec.agi", argv
+        run = ASTERISK.run_process(PROCESS_AGI, argv[1:], channel, env={**os.environ, **env}, timeout=20.0)
+        return result(run)
+
+    return lint.MiniPbx(files, agi=agi, digits=[key] if key else [])
+
+
+@pytest.mark.parametrize(
+    ("key", "answer", "starts"),
+    [("1", "YES", 1), ("2", "DECLINED", 0), ("9", "DECLINED", 0), ("", "NOANSWER", 0)],
+)
+def test_the_park_ivr_consent_loop_records_only_on_key_1_and_always_hands_back(
+    tmp_path: Path, sim: VicidialSimulator, key: str, answer: str, starts: int  # noqa: F811
+) -> None:
+    world, trail = audit_world(tmp_path, sim)
+    channel = park_ivr_caller()
+    channel.callerid_name = CALL_1000 + " 1000 TESTCAMP"
+    sim.state.agent("1000").external_park = "PARK_IVR_CUSTOMER"  # type: ignore[union-attr]
+    pbx = park_consent_pbx(world, channel, key)
+
+    def routine(chan: FakeChannel, extension: str, priority: str) -> None:
+        pbx.gosub("vicirec-example-park-consent", extension, priority)
+
+    channel.subroutines["vicirec-example-park-consent"] = routine
+    # park_CID.agi: EXEC AGI <the campaign's IVR Park Call AGI> = vicirec.agi,GOSUB,...
+    env = {**os.environ, "VICIREC_CONFIG": str(world.config_path)}
+    outer = ASTERISK.run_process(PROCESS_AGI, ["GOSUB", "vicirec-example-park-consent"], channel, env=env,
+                                 timeout=60.0)
+    variables = result(outer)
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_ACTION"]) == ("OK", "GOSUB"), variables
+    assert [call[1] for call in pbx.agi_calls] == (["START"] if starts else []) + ["CONSENT", "GRAB"]
+    assert sim.starts_for("1000") == starts
+    assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
+    expected = ([("START", "_CONSENT", "OK", "1000")] if starts else []) + [
+        ("CONSENT", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
+    assert audit_lines(trail) == expected
+    if starts:
+        record = json.loads(trail.read_text().splitlines()[0])
+        assert record["recording"] is True and record["recording_id"].isdigit()
+
+
+def test_the_loop_hands_back_and_says_so_when_the_start_is_not_confirmed(
+    tmp_path: Path, sim: VicidialSimulator  # noqa: F811
+) -> None:
+    sim.state.screen_delay = None  # the agent screen is frozen: START is written but never carried out
+    world, trail = audit_world(tmp_path, sim)
+    channel = park_ivr_caller()
+    pbx = park_consent_pbx(world, channel, "1")
+    channel.subroutines["vicirec-example-park-consent"] = lambda chan, e, p: pbx.gosub(
+        "vicirec-example-park-consent", e, p)
+    env = {**os.environ, "VICIREC_CONFIG": str(world.config_path)}
+    result(ASTERISK.run_process(PROCESS_AGI, ["GOSUB", "vicirec-example-park-consent"], channel, env=env,
+                                timeout=60.0))
+    assert [line[:3] for line in audit_lines(trail)] == [
+        ("START", "_CONSENT", "ERROR"), ("CONSENT", "YES_NOT_RECORDING", "OK"), ("GRAB", "", "OK"),
+        ("GOSUB", "", "OK")]
+
+
+def test_gosub_to_a_missing_context_is_an_error_not_a_hang(tmp_path: Path, sim: VicidialSimulator) -> None:  # noqa: F811
+    world = make_world(tmp_path, sim, "http")
+    with transport("process", world) as run:
+        variables = result(run(["GOSUB", "no-such-context"], park_ivr_caller()))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_ERROR"]) == ("ERROR", "BAD_REQUEST")
+    assert "no such dialplan location" in variables["VICIREC_MESSAGE"]
+    assert sim.requests == []  # GOSUB and CONSENT never ask VICIdial anything
+
+
+# --- 4. the Call Menu recipe ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "answer"), [("1", "YES"), ("2", "NO"), ("t", "NOANSWER")])
+def test_the_call_menu_recipe_notes_the_answer_and_goes_on_to_the_in_group(
+    tmp_path: Path, sim: VicidialSimulator, key: str, answer: str  # noqa: F811
+) -> None:
+    world, trail = audit_world(tmp_path, sim)
+    channel = FakeChannel(name="SIP/trunk-00000031", uniqueid="1795459600.40", callerid_num="7275551299",
+                          callerid_name="Customer Eve")
+    path = EXAMPLES / "vicirec-example-callmenu.conf"
+    files = lint.parse_files({str(path): path.read_text(encoding="utf-8")})
+    in_group: list[list[str]] = []
+
+    def agi(argv: list[str], variables: dict[str, str]) -> Optional[dict[str, str]]:
+        if argv[0] == "agi-VDAD_ALL_inbound.agi":
+            in_group.append(argv[1:])
+            return {}
+        assert argv[0] == "vicirec.agi", argv
+        env = {**os.environ, "VICIREC_CONFIG": str(world.config_path)}
+        return result(ASTERISK.run_process(PROCESS_AGI, argv[1:], channel, env=env, timeout=20.0))
+
+    pbx = lint.MiniPbx(files, agi=agi)
+    pbx.run("vicirec-example-callmenu", key, 1, base=0, routine=False)
+    assert pbx.hung_up  # the custom entry's own Hangup(), after the in-group AGI returned
+    assert pbx.vars["__VICIREC_CONSENT"] == answer
+    assert len(in_group) == 1 and in_group[0][0].startswith("CIDLOOKUP-----LB-----SALESLINE-----")
+    assert audit_lines(trail) == [("CONSENT", answer, "OK", "")]
+    assert sim.requests == []  # no agent yet: nothing is asked of VICIdial, nothing recorded
