@@ -17,6 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -343,3 +348,83 @@ def test_the_call_menu_recipe_notes_the_answer_and_goes_on_to_the_in_group(
     assert len(in_group) == 1 and in_group[0][0].startswith("CIDLOOKUP-----LB-----SALESLINE-----")
     assert audit_lines(trail) == [("CONSENT", answer, "OK", "")]
     assert sim.requests == []  # no agent yet: nothing is asked of VICIdial, nothing recorded
+
+
+# --- the park IVR loop on a real Asterisk 22 (skipped where the private runtime is missing) ----------
+
+ASTERISK_PRIVATE = Path(os.environ.get("VICIREC_ASTERISK_PRIVATE",
+                                       "/work/shared/asterisk/runtime/asterisk-private"))
+PARK_CID_STAND_IN = """#!/bin/sh
+# park_CID.agi's part: EXEC AGI <the campaign's IVR Park Call AGI> (it reads no reply), then hold
+while read line; do [ -z "$line" ] && break; done
+echo "EXEC AGI vicirec.agi,GOSUB,vicirec-example-park-consent"
+read reply
+echo "EXEC Wait 1"
+read reply
+"""
+REAL_DIALPLAN = """[vicirec-test-entry]
+exten => s,1,Answer()
+ same => n,Set(CALLERID(name)=V1123181500000000001 1000 TESTCAMP)
+ same => n,AGI(park_CID.sh)
+ same => n,Hangup()
+[vicirec-test-customer]
+exten => s,1,Answer()
+ same => n,Wait(2)
+ same => n,SendDTMF(${KEYS})
+ same => n,Wait(30)
+"""
+
+
+@pytest.mark.parametrize(("keys", "answer"), [("1", "YES"), ("2", "DECLINED")])
+def test_the_park_ivr_loop_on_a_real_asterisk(sim: VicidialSimulator, keys: str, answer: str) -> None:  # noqa: F811
+    if not ASTERISK_PRIVATE.is_file():
+        pytest.skip(f"no private Asterisk runtime at {ASTERISK_PRIVATE}")
+    check = subprocess.run([str(ASTERISK_PRIVATE), "check"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        pytest.skip("the private Asterisk runtime cannot run here: " + check.stdout[-200:])
+    base = Path(tempfile.mkdtemp(prefix="vr10-"))  # short: the control socket path must fit 107 bytes
+    try:
+        agi_dir = base / "agi"
+        agi_dir.mkdir()
+        wrapper = f'#!/bin/sh\nexec "{sys.executable}" -m vicirec.process_agi "$@"\n'
+        (agi_dir / "vicirec.agi").write_text(wrapper)
+        (agi_dir / "park_CID.sh").write_text(PARK_CID_STAND_IN)
+        for script in agi_dir.iterdir():
+            script.chmod(0o755)
+        trail = base / "audit.jsonl"
+        config = base / "vicirec.toml"
+        config.write_text(
+            f'[vicidial]\napi_url = "{sim.api_url}"\nuser = "6666"\npassword = "1234"\n'
+            # over the non-agent API a call id cannot be corroborated: this lab accepts it
+            "[agents]\nrequire_corroboration = false\n"
+            f'[audit]\npath = "{trail}"\ncaller_number = "omit"\n'
+            f'[log]\ntarget = "file"\npath = "{base / "vicirec.log"}"\n')
+        config.chmod(0o640)
+        entry = base / "entry.conf"
+        entry.write_text(REAL_DIALPLAN.replace("${KEYS}", keys))
+        ast = base / "ast"
+        subprocess.run(
+            [str(ASTERISK_PRIVATE), "start", str(ast), "--strict", "--agi-dir", str(agi_dir),
+             "--include", str(entry), "--include", str(EXAMPLES / "vicirec-example-park-ivr.conf"),
+             "--env", f"VICIREC_CONFIG={config}"],
+            capture_output=True, text=True, check=True, timeout=60)
+        try:
+            subprocess.run([str(ASTERISK_PRIVATE), "sound", str(ast), "custom/vicirec-consent", "1"],
+                           capture_output=True, check=True, timeout=30)
+            subprocess.run([str(ASTERISK_PRIVATE), "cli", str(ast),
+                            "channel originate Local/s@vicirec-test-customer extension s@vicirec-test-entry"],
+                           capture_output=True, check=True, timeout=30)
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and not (trail.is_file() and '"GOSUB"' in trail.read_text()):
+                time.sleep(0.2)
+        finally:
+            subprocess.run([str(ASTERISK_PRIVATE), "stop", str(ast)], capture_output=True, check=False,
+                           timeout=60)
+        starts = 1 if answer == "YES" else 0
+        expected = ([("START", "_CONSENT", "OK", "1000")] if starts else []) + [
+            ("CONSENT", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
+        assert audit_lines(trail) == expected
+        assert sim.starts_for("1000") == starts
+        assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
