@@ -37,7 +37,7 @@ from test_agents_e2e import (  # noqa: F401 - sim is a fixture
     sim,
     transport,
 )
-from vicirec.agents.call_facts import call_id_of_name
+from vicirec.agents.call_facts import call_id_of_name, vicidial_engine_of
 from vicirec.errors import BadRequest
 from vicirec.request import Invocation, Step, parse_arguments
 from vicirec.testing.fake_asterisk import FakeChannel
@@ -428,3 +428,88 @@ def test_the_park_ivr_loop_on_a_real_asterisk(sim: VicidialSimulator, keys: str,
         assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- 7. MeetMe as well as ConfBridge -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("room", "engine"),
+    [("8600051", "MeetMe"), ("8600299", "MeetMe"), ("9600000", "ConfBridge"), ("9600299", "ConfBridge"),
+     ("8600050", ""), ("8600300", ""), ("9600300", ""), ("room1", ""), ("", "")],
+)
+def test_vicidial_numbers_rooms_by_engine(room: str, engine: str) -> None:
+    assert vicidial_engine_of(room) == engine
+
+
+def parked_from_meetme(callerid_name: str = CALL_1000, parties: str = "1") -> FakeChannel:
+    """The customer redirected out of agent 1000's MeetMe room 8600051 into the park IVR; VICIdial's
+    conference dialplan noted the room (Set(VICIREC_ROOM=${EXTEN}) before Meetme(${EXTEN},F))."""
+    channel = park_ivr_caller()
+    channel.callerid_name = callerid_name
+    channel.variables["VICIREC_ROOM"] = "8600051"
+    if parties:
+        channel.variables["MEETME_INFO(parties,8600051)"] = parties
+    return channel
+
+
+@pytest.mark.parametrize("kind", ["process", "fastagi"])
+def test_a_live_meetme_room_corroborates_the_call_id_over_http(
+    tmp_path: Path, sim: VicidialSimulator, kind: str  # noqa: F811
+) -> None:
+    world = make_world(tmp_path, sim, "http")  # require_corroboration = true (the default)
+    with transport(kind, world) as run:
+        variables = result(run(["START", "_CONSENT", "confirm-3"], parked_from_meetme()))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_AGENT"], variables["VICIREC_AGENT_SOURCE"],
+            variables["VICIREC_RECORDING"]) == ("OK", "1000", "call_id", "1"), variables
+    assert sim.starts_for("1000") == 1
+
+
+def test_an_empty_meetme_room_corroborates_nothing(tmp_path: Path, sim: VicidialSimulator) -> None:  # noqa: F811
+    world = make_world(tmp_path, sim, "http")
+    with transport("process", world) as run:
+        variables = result(run(["STATUS"], parked_from_meetme(parties="0")))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_ERROR"]) == ("ERROR", "NO_AGENT")
+    assert variables["VICIREC_MESSAGE"].startswith("no agent found (call_id: refused agent 1000 "
+                                                   "(agents.require_corroboration = true)")
+    log = (tmp_path / "vicirec.log").read_text()
+    assert "neither ConfBridge nor MeetMe lists parties in room 8600051 (VICIdial numbers MeetMe rooms so)" \
+        in log
+
+
+def test_a_meetme_room_names_only_an_agent_on_this_very_call(
+    tmp_path: Path, sim: VicidialSimulator  # noqa: F811
+) -> None:
+    # The room variable stayed on a channel that is no longer agent 1000's call (no call id of his
+    # in CALLERID(name)): MeetMe cannot say who is in the room, so the session resolver refuses.
+    world = make_world(tmp_path, sim, "http")
+    with transport("process", world) as run:
+        variables = result(run(["START"], parked_from_meetme(callerid_name="Customer Carl", parties="2")))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_ERROR"], variables["VICIREC_AGENT"]) == (
+        "ERROR", "NO_AGENT", "")
+    assert "session: MeetMe room 8600051 has 2 parties" in variables["VICIREC_MESSAGE"]
+    assert sim.count(function="recording") == 0
+
+
+def test_the_session_resolver_takes_a_meetme_room_for_the_agent_on_this_call(
+    tmp_path: Path, sim: VicidialSimulator  # noqa: F811
+) -> None:
+    world = make_world(tmp_path, sim, "http", resolvers=["session"])
+    with transport("process", world) as run:
+        variables = result(run(["STATUS"], parked_from_meetme(CALL_1000 + " 1000 TESTCAMP")))
+    assert (variables["VICIREC_RESULT"], variables["VICIREC_AGENT"], variables["VICIREC_AGENT_SOURCE"]) == (
+        "OK", "1000", "session"), variables
+
+
+def test_a_confbridge_room_in_vicidials_confbridge_range_is_listed_as_before(
+    tmp_path: Path, sim: VicidialSimulator  # noqa: F811
+) -> None:
+    sim.state.log_in_agent("1005", conf_exten="9600005", extension="PJSIP/1005", status="INCALL")
+    parties = "PJSIP/1005-00000012,SIP/trunk-00000040"
+    channel = FakeChannel(name="SIP/trunk-00000040", uniqueid="1795459700.50", callerid_name="Customer Fay",
+                          variables={"BRIDGEPEER": "CBAnn/9600005-00000011;2,PJSIP/1005-00000012",
+                                     "CONFBRIDGE_CHANNELS(parties,9600005)": parties})
+    world = make_world(tmp_path, sim, "http")
+    with transport("process", world) as run:
+        variables = result(run(["STATUS"], channel))
+    assert (variables["VICIREC_AGENT"], variables["VICIREC_AGENT_SOURCE"]) == ("1005", "session"), variables

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from vicirec.agents.chain import ResolveContext
+from vicirec.agents.chain import LiveAgent, ResolveContext
 from vicirec.agents.devices import Device, devices_of_channels, is_party, same_call_leg, split_channel_list
 
 # VICIdial's call id: one capital letter, 9 time digits, the 10-digit zero-padded lead id. ASCII only,
@@ -74,6 +74,28 @@ class Room:
     number: Optional[str]
     reason: str
     turned_down: bool = False  # a room was named, but this channel is not (or no longer) in it
+    #: False for a MeetMe room: MEETME_INFO counts a room's parties but cannot name them, so the
+    #: room is known to be live, not to hold this channel (see :func:`confirmed_room`).
+    listed: bool = True
+    engine: str = "ConfBridge"
+
+
+# VICIdial numbers its agent sessions by engine (servers.conf_engine): MeetMe, the default up to
+# Asterisk 18, 8600051-8600299; ConfBridge 9600000-9600299.
+MEETME_ROOMS = range(8600051, 8600300)
+CONFBRIDGE_ROOMS = range(9600000, 9600300)
+
+
+def vicidial_engine_of(room: str) -> str:
+    """``MeetMe`` or ``ConfBridge`` for a room number in VICIdial's ranges, else ``""``."""
+    if not _ROOM.fullmatch(room):
+        return ""
+    number = int(room)
+    if number in MEETME_ROOMS:
+        return "MeetMe"
+    if number in CONFBRIDGE_ROOMS:
+        return "ConfBridge"
+    return ""
 
 
 # The conference's announcer channel, which Asterisk names after the room: CBAnn/8600051-0000000e;2
@@ -87,7 +109,8 @@ def confirmed_room(context: ResolveContext) -> Room:
     ``ConfBridge()``) or, when that is unset, by the conference's announcer channel in
     ``BRIDGEPEER`` (Asterisk names it ``CBAnn/<room>-...``; callers cannot choose it). A variable
     stays on the channel after the caller leaves the conference, so the room counts only while
-    ``CONFBRIDGE_CHANNELS(parties,<room>)`` still names this channel.
+    ``CONFBRIDGE_CHANNELS(parties,<room>)`` still names this channel. A room ConfBridge does not
+    know may be a MeetMe room (VICIdial's default engine up to Asterisk 18): see :func:`_meetme_room`.
     """
     variable = context.config.agents.room_variable
     value = context.variable(variable)
@@ -101,11 +124,27 @@ def confirmed_room(context: ResolveContext) -> Room:
         return Room(None, f"{variable} is not a conference number (digits only)")
     parties = split_channel_list(context.expression(f"${{CONFBRIDGE_CHANNELS(parties,{value})}}"))
     if not parties:
-        return Room(None, f"ConfBridge lists no parties in room {value}")
+        return _meetme_room(context, value)
     own = context.environment.channel
     if not any(same_call_leg(own, party) for party in parties):
         return Room(None, f"this channel is not a party of ConfBridge room {value}", turned_down=True)
     return Room(value, "")
+
+
+def _meetme_room(context: ResolveContext, value: str) -> Room:
+    """A room ConfBridge does not know, asked of MeetMe (``MEETME_INFO(parties,<room>)``: a count).
+
+    A channel running an AGI is not inside MeetMe (MeetMe runs no dialplan for its members), so a
+    MeetMe room here is one the dialplan noted (``agents.room_variable``) before the customer
+    left it: for the park IVR, the agent's room. It counts while it has parties, as an unlisted
+    room: only an agent on this very call may be taken from it (resolvers.SessionResolver)."""
+    count = context.expression(f"${{MEETME_INFO(parties,{value})}}").strip()
+    if count.isascii() and count.isdigit() and int(count) > 0:
+        return Room(value, f"MeetMe room {value} has {int(count)} parties (MeetMe cannot name them)",
+                    listed=False, engine="MeetMe")
+    engine = vicidial_engine_of(value)
+    hint = f" (VICIdial numbers {engine} rooms so)" if engine else ""
+    return Room(None, f"neither ConfBridge nor MeetMe lists parties in room {value}{hint}")
 
 
 def bridge_parties(context: ResolveContext) -> list[str]:
@@ -118,6 +157,18 @@ def bridge_parties(context: ResolveContext) -> list[str]:
 def call_devices(context: ResolveContext) -> list[Device]:
     """The phones on this call: the bridge parties', then this channel's own (the agent may press)."""
     return devices_of_channels([*bridge_parties(context), context.environment.channel])
+
+
+def on_this_call(agent: LiveAgent, context: ResolveContext) -> bool:
+    """The agent row's call is this channel's: same call id in CALLERID(name) (VICIdial's own join,
+    park_CID.agi), same uniqueid or linkedid, or this very channel."""
+    call_id, _why = caller_call_id(context)
+    if call_id is not None and agent.callerid == call_id:
+        return True
+    environment = context.environment
+    if agent.uniqueid and agent.uniqueid in (environment.uniqueid, linkedid(context)):
+        return True
+    return bool(agent.channel) and same_call_leg(agent.channel, environment.channel)
 
 
 def linkedid(context: ResolveContext) -> str:

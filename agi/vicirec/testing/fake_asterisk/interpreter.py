@@ -533,4 +533,5 @@ _FUNCTIONS: dict[str, Callable[[AgiInterpreter, _Ctx, bytes], Optional[bytes]]] 
     "ISNULL": AgiInterpreter._fn_isnull,
     "CONFBRIDGE_CHANNELS": AgiInterpreter._fn_empty,
     "CONFBRIDGE_INFO": AgiInterpreter._fn_empty,
+    "MEETME_INFO": AgiInterpreter._fn_empty,
 }
