@@ -291,6 +291,12 @@ def test_the_park_ivr_consent_loop_records_only_on_key_1_and_always_hands_back(
     if starts:
         record = json.loads(trail.read_text().splitlines()[0])
         assert record["recording"] is True and record["recording_id"].isdigit()
+    # and the administrator finds the caller's answer with `vicirec audit --action CONSENT`
+    search = ["audit", "--file", str(trail), "--action", "consent", "--format", "json"]
+    found = subprocess.run([sys.executable, "-m", "vicirec", *search], capture_output=True, text=True,
+                           check=False, timeout=30)
+    assert found.returncode == 0, found.stderr
+    assert [json.loads(line)["stage"] for line in found.stdout.splitlines()] == [answer]
 
 
 def test_the_loop_hands_back_and_says_so_when_the_start_is_not_confirmed(
