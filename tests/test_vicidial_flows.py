@@ -519,3 +519,37 @@ def test_a_confbridge_room_in_vicidials_confbridge_range_is_listed_as_before(
     with transport("process", world) as run:
         variables = result(run(["STATUS"], channel))
     assert (variables["VICIREC_AGENT"], variables["VICIREC_AGENT_SOURCE"]) == ("1005", "session"), variables
+
+
+# --- the lint knows the new spellings (and still catches what is wrong with them) ----------------------
+
+LINT_OK = [
+    "[a]\nexten => s,1,AGI(vicirec.agi,START,_CONSENT,confirm-3,agent-1000)\n",
+    "[a]\nexten => s,1,AGI(vicirec.agi,GRAB)\n same => n,AGI(vicirec.agi,GRAB,agent-1000)\n",
+    "[a]\nexten => s,1,AGI(vicirec.agi,CONSENT,YES)\n",
+    "[a]\nexten => s,1,AGI(vicirec.agi,GOSUB,a,s,2)\n same => n,Hangup()\n",
+    "; lint: vicidial-generated\n; lint: vicidial-agi agi-VDAD_ALL_inbound.agi\n"
+    "[a]\nexten => s,1,Answer\nexten => s,n,AGI(agi-VDAD_ALL_inbound.agi,X-----Y)\nexten => 1,1,Goto(a,s,1)\n"
+    "exten => 1,2,Hangup()\n",
+]
+LINT_BROKEN = {
+    "AGI_OPTION-grab-label": "[a]\nexten => s,1,AGI(vicirec.agi,GRAB,_LABEL)\n",
+    "AGI_OPTION-consent-missing": "[a]\nexten => s,1,AGI(vicirec.agi,CONSENT)\n",
+    "AGI_OPTION-consent-chars": "[a]\nexten => s,1,AGI(vicirec.agi,CONSENT,a.b)\n",
+    "AGI_OPTION-dash": "[a]\nexten => s,1,AGI(vicirec.agi,STOP,confirm-soon)\n",
+    "AGI_OPTION-dash-twice": "[a]\nexten => s,1,AGI(vicirec.agi,STOP,confirm-1,confirm=2)\n",
+    "BAD_TARGET-gosub-step": "[a]\nexten => s,1,AGI(vicirec.agi,GOSUB,nowhere)\n",
+    "AGI_TARGET-undeclared": "[a]\nexten => s,1,AGI(agi-VDAD_ALL_inbound.agi,X)\n",
+    "EXTEN_CONTINUATION-not-generated": "; lint: vicidial-agi x.agi\n[a]\nexten => s,1,NoOp()\nexten => s,n,Hangup()\n",
+}
+
+
+@pytest.mark.parametrize("snippet", LINT_OK)
+def test_the_lint_accepts_the_new_spellings(snippet: str) -> None:
+    assert [str(i) for i in lint.lint_texts({"snippet.conf": snippet})] == []
+
+
+@pytest.mark.parametrize("case", sorted(LINT_BROKEN))
+def test_the_lint_catches_misuse_of_the_new_spellings(case: str) -> None:
+    issues = lint.lint_texts({"snippet.conf": LINT_BROKEN[case]})
+    assert case.split("-", maxsplit=1)[0] in {i.code for i in issues}, [str(i) for i in issues]
