@@ -540,7 +540,8 @@ LINT_BROKEN = {
     "AGI_OPTION-dash-twice": "[a]\nexten => s,1,AGI(vicirec.agi,STOP,confirm-1,confirm=2)\n",
     "BAD_TARGET-gosub-step": "[a]\nexten => s,1,AGI(vicirec.agi,GOSUB,nowhere)\n",
     "AGI_TARGET-undeclared": "[a]\nexten => s,1,AGI(agi-VDAD_ALL_inbound.agi,X)\n",
-    "EXTEN_CONTINUATION-not-generated": "; lint: vicidial-agi x.agi\n[a]\nexten => s,1,NoOp()\nexten => s,n,Hangup()\n",
+    "EXTEN_CONTINUATION-not-generated": (
+        "; lint: vicidial-agi x.agi\n[a]\nexten => s,1,NoOp()\nexten => s,n,Hangup()\n"),
 }
 
 
