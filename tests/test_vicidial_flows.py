@@ -554,3 +554,15 @@ def test_the_lint_accepts_the_new_spellings(snippet: str) -> None:
 def test_the_lint_catches_misuse_of_the_new_spellings(case: str) -> None:
     issues = lint.lint_texts({"snippet.conf": LINT_BROKEN[case]})
     assert case.split("-", maxsplit=1)[0] in {i.code for i in issues}, [str(i) for i in issues]
+
+
+def test_the_codec_reads_gosubs_interim_line_as_part_of_its_reply() -> None:
+    from vicirec.asterisk.codec import AgiReply, ReplyReader
+
+    reader = ReplyReader()
+    reader.feed(b"100 result=0 Trying...\n200 result=0 Gosub complete\n200 result=-1 Gosub label not found\n")
+    replies = list(reader.events())
+    done = AgiReply(code=200, result=0, rest="Gosub complete", lines=("200 result=0 Gosub complete",))
+    missing = AgiReply(code=200, result=-1, rest="Gosub label not found",
+                       lines=("200 result=-1 Gosub label not found",))
+    assert replies == [done, missing]
