@@ -566,3 +566,19 @@ def test_the_codec_reads_gosubs_interim_line_as_part_of_its_reply() -> None:
     missing = AgiReply(code=200, result=-1, rest="Gosub label not found",
                        lines=("200 result=-1 Gosub label not found",))
     assert replies == [done, missing]
+
+
+def test_the_fake_asterisk_answers_gosub_as_asterisk_22_does() -> None:
+    from vicirec.testing.fake_asterisk import AgiInterpreter
+
+    ran: list[tuple[str, str]] = []
+    channel = FakeChannel(subroutines={"consent": lambda chan, exten, prio: ran.append((exten, prio))})
+    interpreter = AgiInterpreter(channel)
+    assert interpreter.handle(b"GOSUB consent s 1").chunks == [
+        b"100 result=0 Trying...\n", b"200 result=0 Gosub complete\n"]
+    assert ran == [("s", "1")] and interpreter.gosubs == [("consent", "s", "1")]
+    assert interpreter.handle(b"GOSUB nosuch s 1").chunks == [b"200 result=-1 Gosub label not found\n"]
+    assert interpreter.handle(b"GOSUB consent").chunks[0].startswith(b"520-")
+    interpreter.hang_up()
+    assert interpreter.handle(b"GOSUB consent s 1").chunks[0].startswith(b"511 ")
+    assert ran == [("s", "1")]
