@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
+from vicirec import park
 from vicirec.agents.chain import AgentDirectory, ChannelView, ResolveContext, Resolver, resolve_agent
 from vicirec.asterisk.codec import AgiEnvironment
 from vicirec.config import Config
@@ -156,8 +157,6 @@ class RecordingService:
     # --- actions ------------------------------------------------------------------------------
 
     def _agentless(self, invocation: Invocation, report: Report, channel: ChannelView) -> Report:
-        from vicirec import park
-
         if invocation.action is Step.CONSENT:
             return park.consent(invocation, report)
         return park.gosub(invocation, report, channel)
@@ -166,8 +165,6 @@ class RecordingService:
         confirm = self.config.call.confirm if invocation.confirm is None else invocation.confirm
         work = Deadline(max(0.0, deadline.remaining() - REPORT_RESERVE_SECONDS))
         if invocation.action is Step.GRAB:
-            from vicirec import park
-
             return park.grab(self.client, report, work)
         if invocation.action is Action.STATUS:
             return self._status(report, work)
