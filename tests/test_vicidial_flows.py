@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -381,59 +381,115 @@ exten => s,1,Answer()
 """
 
 
-@pytest.mark.parametrize(("keys", "answer"), [("1", "YES"), ("2", "DECLINED")])
-def test_the_park_ivr_loop_on_a_real_asterisk(sim: VicidialSimulator, keys: str, answer: str) -> None:  # noqa: F811
-    if not ASTERISK_PRIVATE.is_file():
-        pytest.skip(f"no private Asterisk runtime at {ASTERISK_PRIVATE}")
-    check = subprocess.run([str(ASTERISK_PRIVATE), "check"], capture_output=True, text=True, check=False)
-    if check.returncode != 0:
-        pytest.skip("the private Asterisk runtime cannot run here: " + check.stdout[-200:])
-    base = Path(tempfile.mkdtemp(prefix="vr10-"))  # short: the control socket path must fit 107 bytes
-    try:
-        agi_dir = base / "agi"
+MENU_STAND_IN = """#!/bin/sh
+# stands in for one of VICIdial's AGIs: notes its name and arguments, does nothing else
+while read line; do [ -z "$line" ] && break; done
+echo "$(basename "$0") $*" >> "$(dirname "$0")/../vicidial-agis.log"
+"""
+MENU_CUSTOMER = """[vicirec-test-menu-customer]
+exten => s,1,Answer()
+ same => n,Wait(2)
+ same => n,SendDTMF(${KEYS})
+ same => n,Wait(30)
+"""
+
+
+class RealAsterisk:
+    """A private Asterisk 22 in a short temporary directory, vicirec.agi a process AGI against the
+    simulator, with an audit trail. Skips the test where the runtime is missing or cannot run."""
+
+    def __init__(self, simulator: VicidialSimulator, dialplan: str, examples: list[str]) -> None:
+        if not ASTERISK_PRIVATE.is_file():
+            pytest.skip(f"no private Asterisk runtime at {ASTERISK_PRIVATE}")
+        check = subprocess.run([str(ASTERISK_PRIVATE), "check"], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            pytest.skip("the private Asterisk runtime cannot run here: " + check.stdout[-200:])
+        self.base = Path(tempfile.mkdtemp(prefix="vr10-"))  # the control socket path must fit 107 bytes
+        self.ast = self.base / "ast"
+        self.trail = self.base / "audit.jsonl"
+        agi_dir = self.base / "agi"
         agi_dir.mkdir()
         wrapper = f'#!/bin/sh\nexec "{sys.executable}" -m vicirec.process_agi "$@"\n'
         (agi_dir / "vicirec.agi").write_text(wrapper)
         (agi_dir / "park_CID.sh").write_text(PARK_CID_STAND_IN)
+        for name in ("agi-VDAD_inbound_calltime_check.agi", "agi-VDAD_ALL_inbound.agi"):
+            (agi_dir / name).write_text(MENU_STAND_IN)
         for script in agi_dir.iterdir():
             script.chmod(0o755)
-        trail = base / "audit.jsonl"
-        config = base / "vicirec.toml"
+        config = self.base / "vicirec.toml"
         config.write_text(
-            f'[vicidial]\napi_url = "{sim.api_url}"\nuser = "6666"\npassword = "1234"\n'
+            f'[vicidial]\napi_url = "{simulator.api_url}"\nuser = "6666"\npassword = "1234"\n'
             # over the non-agent API a call id cannot be corroborated: this lab accepts it
             "[agents]\nrequire_corroboration = false\n"
-            f'[audit]\npath = "{trail}"\ncaller_number = "omit"\n'
-            f'[log]\ntarget = "file"\npath = "{base / "vicirec.log"}"\n')
+            f'[audit]\npath = "{self.trail}"\ncaller_number = "omit"\n'
+            f'[log]\ntarget = "file"\npath = "{self.base / "vicirec.log"}"\n')
         config.chmod(0o640)
-        entry = base / "entry.conf"
-        entry.write_text(REAL_DIALPLAN.replace("${KEYS}", keys))
-        ast = base / "ast"
-        subprocess.run(
-            [str(ASTERISK_PRIVATE), "start", str(ast), "--strict", "--agi-dir", str(agi_dir),
-             "--include", str(entry), "--include", str(EXAMPLES / "vicirec-example-park-ivr.conf"),
-             "--env", f"VICIREC_CONFIG={config}"],
-            capture_output=True, text=True, check=True, timeout=60)
+        entry = self.base / "entry.conf"
+        entry.write_text(dialplan)
+        includes = [arg for name in examples for arg in ("--include", str(EXAMPLES / name))]
         try:
-            subprocess.run([str(ASTERISK_PRIVATE), "sound", str(ast), "custom/vicirec-consent", "1"],
-                           capture_output=True, check=True, timeout=30)
-            subprocess.run([str(ASTERISK_PRIVATE), "cli", str(ast),
-                            "channel originate Local/s@vicirec-test-customer extension s@vicirec-test-entry"],
-                           capture_output=True, check=True, timeout=30)
-            deadline = time.monotonic() + 40
-            while time.monotonic() < deadline and not (trail.is_file() and '"GOSUB"' in trail.read_text()):
-                time.sleep(0.2)
-        finally:
-            subprocess.run([str(ASTERISK_PRIVATE), "stop", str(ast)], capture_output=True, check=False,
-                           timeout=60)
-        starts = 1 if answer == "YES" else 0
-        expected = ([("START", "_CONSENT", "OK", "1000")] if starts else []) + [
-            ("CONSENT", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
-        assert audit_lines(trail) == expected
-        assert sim.starts_for("1000") == starts
-        assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
+            subprocess.run(
+                [str(ASTERISK_PRIVATE), "start", str(self.ast), "--strict", "--agi-dir", str(agi_dir),
+                 "--include", str(entry), *includes, "--env", f"VICIREC_CONFIG={config}"],
+                capture_output=True, text=True, check=True, timeout=60)
+            self.run("custom/vicirec-consent", "sound")
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, argument: str, command: str = "cli") -> None:
+        extra = ["1"] if command == "sound" else []
+        subprocess.run([str(ASTERISK_PRIVATE), command, str(self.ast), argument, *extra],
+                       capture_output=True, check=True, timeout=30)
+
+    def wait_for(self, done: Callable[[], bool], seconds: float = 40.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not done():
+            time.sleep(0.2)
+
+    def audited(self, action: str) -> bool:
+        return self.trail.is_file() and f'"action":"{action}"' in self.trail.read_text()
+
+    def close(self) -> None:
+        subprocess.run([str(ASTERISK_PRIVATE), "stop", str(self.ast)], capture_output=True, check=False,
+                       timeout=60)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("keys", "answer"), [("1", "YES"), ("2", "DECLINED")])
+def test_the_park_ivr_loop_on_a_real_asterisk(sim: VicidialSimulator, keys: str, answer: str) -> None:  # noqa: F811
+    asterisk = RealAsterisk(sim, REAL_DIALPLAN.replace("${KEYS}", keys), ["vicirec-example-park-ivr.conf"])
+    try:
+        asterisk.run("channel originate Local/s@vicirec-test-customer extension s@vicirec-test-entry")
+        asterisk.wait_for(lambda: asterisk.audited("GOSUB"))
+        lines = audit_lines(asterisk.trail)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        asterisk.close()
+    starts = 1 if answer == "YES" else 0
+    expected = ([("START", "_CONSENT", "OK", "1000")] if starts else []) + [
+        ("CONSENT", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
+    assert lines == expected
+    assert sim.starts_for("1000") == starts
+    assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("keys", "answer"), [("1", "YES"), ("2", "NO")])
+def test_the_call_menu_recipe_on_a_real_asterisk(sim: VicidialSimulator, keys: str, answer: str) -> None:  # noqa: F811
+    asterisk = RealAsterisk(sim, MENU_CUSTOMER.replace("${KEYS}", keys), ["vicirec-example-callmenu.conf"])
+    agis = asterisk.base / "vicidial-agis.log"
+    try:
+        asterisk.run("channel originate Local/s@vicirec-test-menu-customer "
+                     "extension s@vicirec-example-callmenu")
+        asterisk.wait_for(lambda: agis.is_file() and "agi-VDAD_ALL_inbound.agi" in agis.read_text())
+        lines = audit_lines(asterisk.trail)
+        called = agis.read_text().splitlines()
+    finally:
+        asterisk.close()
+    assert lines == [("CONSENT", answer, "OK", "")]
+    assert [line.split(" ")[0] for line in called] == ["agi-VDAD_inbound_calltime_check.agi",
+                                                       "agi-VDAD_ALL_inbound.agi"]
+    assert called[1].split(" ")[1].startswith("CIDLOOKUP-----LB-----SALESLINE-----vicirec-example-callmenu--")
+    assert sim.requests == []
 
 
 # --- 7. MeetMe as well as ConfBridge -----------------------------------------------------------------
