@@ -26,9 +26,9 @@ made real dialplans fail (see tests/data/asterisk/transcripts/scenario-output.tx
     AGI_UNQUOTED_VAR    an AGI() argument (after the script) holding ``${...}`` without quotes
     AGI_TARGET          AGI() of something that is not vicirec (vicirec.agi, agi://.../vicirec); VICIdial's
                         own AGIs may be declared with a ``; lint: vicidial-agi NAME ...`` comment
-    AGI_ACTION          AGI() action not START/STOP/STATUS/GRAB/CONSENT/GOSUB (or not a literal)
+    AGI_ACTION          AGI() action not START/STOP/STATUS/GRAB/ANSWER/GOSUB (or not a literal)
     AGI_OPTION          AGI() option other than agent=/confirm= (or agent-/confirm-), a bad confirm
-                        value, a repeat, a bad GRAB/CONSENT/GOSUB argument
+                        value, a repeat, a bad GRAB/ANSWER/GOSUB argument
     AGI_STAGE           a stage on STOP/STATUS, or a literal stage VICIdial would mangle
     NO_RETURN           a Gosub routine (incl. pre-dial handlers, applicationmap Gosubs) with no
                         Return() reachable from its entry
@@ -59,7 +59,7 @@ from typing import Callable, Optional
 REPO = Path(__file__).resolve().parent.parent
 DIALPLAN_DIR = REPO / "dialplan"
 
-ACTIONS = {"START", "STOP", "STATUS", "GRAB", "CONSENT", "GOSUB"}
+ACTIONS = {"START", "STOP", "STATUS", "GRAB", "ANSWER", "GOSUB"}
 OPTIONS = {"agent", "confirm"}
 DASH_OPTION_RE = re.compile(r"^(agent|confirm)-(.*)$", re.IGNORECASE)
 MACRO_APPS = {"macro", "macroexclusive", "macroexit", "macroif"}
@@ -782,7 +782,7 @@ class Linter:
                      f"action {action!r} is not a literal {'/'.join(sorted(ACTIONS))}")
             return
         action = action.upper()
-        if action in ("GRAB", "CONSENT", "GOSUB"):
+        if action in ("GRAB", "ANSWER", "GOSUB"):
             self.check_step(action, [a for a in args[2:] if a.strip()], path, line)
             return
         seen: set[str] = set()
@@ -816,16 +816,16 @@ class Linter:
                 self.add("AGI_OPTION", path, line, f"confirm={value!r} is not a number of seconds")
 
     def check_step(self, action: str, args: list[str], path: str, line: int) -> None:
-        """GRAB [agent=U], CONSENT ANSWER, GOSUB CONTEXT[,EXTEN[,PRIORITY]] (vicirec.request)."""
+        """GRAB [agent=U], ANSWER WORD, GOSUB CONTEXT[,EXTEN[,PRIORITY]] (vicirec.request)."""
         literal = [a for a in args if "${" not in a]
         if action == "GRAB":
             for arg in literal:
                 key = arg.partition("=")[0] if "=" in arg else (DASH_OPTION_RE.match(arg) or [None, ""])[1]
                 if str(key).lower() != "agent":
                     self.add("AGI_OPTION", path, line, f"GRAB takes only agent= (got {arg!r})")
-        elif action == "CONSENT":
+        elif action == "ANSWER":
             if len(args) != 1 or (literal and not re.fullmatch(r"[A-Za-z0-9_-]{1,20}", literal[0])):
-                self.add("AGI_OPTION", path, line, "CONSENT takes one answer: [A-Za-z0-9_-], at most 20")
+                self.add("AGI_OPTION", path, line, "ANSWER takes one answer: [A-Za-z0-9_-], at most 20")
         else:
             if not 1 <= len(args) <= 3:
                 self.add("AGI_OPTION", path, line, "GOSUB takes a context, then an extension and a priority")

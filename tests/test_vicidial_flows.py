@@ -137,7 +137,7 @@ ADMIN_FIELD_EXAMPLES: list[tuple[str, Invocation]] = [
     ("vicirec.agi,STATUS,agent-agent_7", Invocation(Action.STATUS, agent="agent_7")),
     ("vicirec.agi,GRAB", Invocation(Step.GRAB)),
     ("vicirec.agi,GRAB,agent-1000", Invocation(Step.GRAB, agent="1000")),
-    ("vicirec.agi,CONSENT,YES", Invocation(Step.CONSENT, stage="YES")),
+    ("vicirec.agi,ANSWER,YES", Invocation(Step.ANSWER, stage="YES")),
     ("vicirec.agi,GOSUB,vicirec-example-park-consent",
      Invocation(Step.GOSUB, target=("vicirec-example-park-consent", "s", "1"))),
     ("vicirec.agi,GOSUB,CONSENT,8881,1", Invocation(Step.GOSUB, target=("CONSENT", "8881", "1"))),
@@ -184,9 +184,9 @@ def test_both_spellings_mean_the_same_and_an_option_word_is_never_a_stage() -> N
 
 @pytest.mark.parametrize(
     "args",
-    [["GRAB", "_LABEL"], ["GRAB", "confirm-3"], ["CONSENT"], ["CONSENT", "YES", "NO"], ["CONSENT", "a b"],
+    [["GRAB", "_LABEL"], ["GRAB", "confirm-3"], ["ANSWER"], ["ANSWER", "YES", "NO"], ["ANSWER", "a b"],
      ["GOSUB"], ["GOSUB", "ctx,x"], ["GOSUB", "c", "s", "1", "x"], ["GOSUB", "c", "s", "0"],
-     ["GOSUB", "c d"], ["CONSENT", "x" * 21], ["GOSUB", "c", "s;x"]],
+     ["GOSUB", "c d"], ["ANSWER", "x" * 21], ["GOSUB", "c", "s;x"]],
 )
 def test_the_park_steps_refuse_anything_else(args: list[str]) -> None:
     with pytest.raises(BadRequest):
@@ -282,17 +282,17 @@ def test_the_park_ivr_consent_loop_records_only_on_key_1_and_always_hands_back(
                                  timeout=60.0)
     variables = result(outer)
     assert (variables["VICIREC_RESULT"], variables["VICIREC_ACTION"]) == ("OK", "GOSUB"), variables
-    assert [call[1] for call in pbx.agi_calls] == (["START"] if starts else []) + ["CONSENT", "GRAB"]
+    assert [call[1] for call in pbx.agi_calls] == (["START"] if starts else []) + ["ANSWER", "GRAB"]
     assert sim.starts_for("1000") == starts
     assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
     expected = ([("START", "_CONSENT", "OK", "1000")] if starts else []) + [
-        ("CONSENT", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
+        ("ANSWER", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
     assert audit_lines(trail) == expected
     if starts:
         record = json.loads(trail.read_text().splitlines()[0])
         assert record["recording"] is True and record["recording_id"].isdigit()
-    # and the administrator finds the caller's answer with `vicirec audit --action CONSENT`
-    search = ["audit", "--file", str(trail), "--action", "consent", "--format", "json"]
+    # and the administrator finds the caller's answer with `vicirec audit --action ANSWER`
+    search = ["audit", "--file", str(trail), "--action", "answer", "--format", "json"]
     found = subprocess.run([sys.executable, "-m", "vicirec", *search], capture_output=True, text=True,
                            check=False, timeout=30)
     assert found.returncode == 0, found.stderr
@@ -312,7 +312,7 @@ def test_the_loop_hands_back_and_says_so_when_the_start_is_not_confirmed(
     result(ASTERISK.run_process(PROCESS_AGI, ["GOSUB", "vicirec-example-park-consent"], channel, env=env,
                                 timeout=60.0))
     assert [line[:3] for line in audit_lines(trail)] == [
-        ("START", "_CONSENT", "ERROR"), ("CONSENT", "YES_NOT_RECORDING", "OK"), ("GRAB", "", "OK"),
+        ("START", "_CONSENT", "ERROR"), ("ANSWER", "YES_NOT_RECORDING", "OK"), ("GRAB", "", "OK"),
         ("GOSUB", "", "OK")]
 
 
@@ -322,7 +322,7 @@ def test_gosub_to_a_missing_context_is_an_error_not_a_hang(tmp_path: Path, sim: 
         variables = result(run(["GOSUB", "no-such-context"], park_ivr_caller()))
     assert (variables["VICIREC_RESULT"], variables["VICIREC_ERROR"]) == ("ERROR", "BAD_REQUEST")
     assert "no such dialplan location" in variables["VICIREC_MESSAGE"]
-    assert sim.requests == []  # GOSUB and CONSENT never ask VICIdial anything
+    assert sim.requests == []  # GOSUB and ANSWER never ask VICIdial anything
 
 
 # --- 4. the Call Menu recipe ---------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def test_the_call_menu_recipe_notes_the_answer_and_goes_on_to_the_in_group(
     assert pbx.hung_up  # the custom entry's own Hangup(), after the in-group AGI returned
     assert pbx.vars["__VICIREC_CONSENT"] == answer
     assert len(in_group) == 1 and in_group[0][0].startswith("CIDLOOKUP-----LB-----SALESLINE-----")
-    assert audit_lines(trail) == [("CONSENT", answer, "OK", "")]
+    assert audit_lines(trail) == [("ANSWER", answer, "OK", "")]
     assert sim.requests == []  # no agent yet: nothing is asked of VICIdial, nothing recorded
 
 
@@ -467,7 +467,7 @@ def test_the_park_ivr_loop_on_a_real_asterisk(sim: VicidialSimulator, keys: str,
         asterisk.close()
     starts = 1 if answer == "YES" else 0
     expected = ([("START", "_CONSENT", "OK", "1000")] if starts else []) + [
-        ("CONSENT", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
+        ("ANSWER", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
     assert lines == expected
     assert sim.starts_for("1000") == starts
     assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
@@ -485,7 +485,7 @@ def test_the_call_menu_recipe_on_a_real_asterisk(sim: VicidialSimulator, keys: s
         called = agis.read_text().splitlines()
     finally:
         asterisk.close()
-    assert lines == [("CONSENT", answer, "OK", "")]
+    assert lines == [("ANSWER", answer, "OK", "")]
     assert [line.split(" ")[0] for line in called] == ["agi-VDAD_inbound_calltime_check.agi",
                                                        "agi-VDAD_ALL_inbound.agi"]
     assert called[1].split(" ")[1].startswith("CIDLOOKUP-----LB-----SALESLINE-----vicirec-example-callmenu--")
@@ -582,7 +582,7 @@ def test_a_confbridge_room_in_vicidials_confbridge_range_is_listed_as_before(
 LINT_OK = [
     "[a]\nexten => s,1,AGI(vicirec.agi,START,_CONSENT,confirm-3,agent-1000)\n",
     "[a]\nexten => s,1,AGI(vicirec.agi,GRAB)\n same => n,AGI(vicirec.agi,GRAB,agent-1000)\n",
-    "[a]\nexten => s,1,AGI(vicirec.agi,CONSENT,YES)\n",
+    "[a]\nexten => s,1,AGI(vicirec.agi,ANSWER,YES)\n",
     "[a]\nexten => s,1,AGI(vicirec.agi,GOSUB,a,s,2)\n same => n,Hangup()\n",
     "; lint: vicidial-generated\n; lint: vicidial-agi agi-VDAD_ALL_inbound.agi\n"
     "[a]\nexten => s,1,Answer\nexten => s,n,AGI(agi-VDAD_ALL_inbound.agi,X-----Y)\nexten => 1,1,Goto(a,s,1)\n"
@@ -590,8 +590,8 @@ LINT_OK = [
 ]
 LINT_BROKEN = {
     "AGI_OPTION-grab-label": "[a]\nexten => s,1,AGI(vicirec.agi,GRAB,_LABEL)\n",
-    "AGI_OPTION-consent-missing": "[a]\nexten => s,1,AGI(vicirec.agi,CONSENT)\n",
-    "AGI_OPTION-consent-chars": "[a]\nexten => s,1,AGI(vicirec.agi,CONSENT,a.b)\n",
+    "AGI_OPTION-consent-missing": "[a]\nexten => s,1,AGI(vicirec.agi,ANSWER)\n",
+    "AGI_OPTION-consent-chars": "[a]\nexten => s,1,AGI(vicirec.agi,ANSWER,a.b)\n",
     "AGI_OPTION-dash": "[a]\nexten => s,1,AGI(vicirec.agi,STOP,confirm-soon)\n",
     "AGI_OPTION-dash-twice": "[a]\nexten => s,1,AGI(vicirec.agi,STOP,confirm-1,confirm=2)\n",
     "BAD_TARGET-gosub-step": "[a]\nexten => s,1,AGI(vicirec.agi,GOSUB,nowhere)\n",

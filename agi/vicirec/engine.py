@@ -157,7 +157,7 @@ class RecordingService:
     # --- actions ------------------------------------------------------------------------------
 
     def _agentless(self, invocation: Invocation, report: Report, channel: ChannelView) -> Report:
-        if invocation.action is Step.CONSENT:
+        if invocation.action is Step.ANSWER:
             return park.consent(invocation, report)
         return park.gosub(invocation, report, channel)
 

@@ -1,4 +1,4 @@
-"""The park IVR's steps (:class:`~vicirec.request.Step`): GRAB, CONSENT and GOSUB.
+"""The park IVR's steps (:class:`~vicirec.request.Step`): GRAB, ANSWER and GOSUB.
 
 VICIdial's park_CID.agi runs a campaign's "IVR Park Call AGI" as a nested ``EXEC AGI`` on the
 parked customer's channel, and goes on playing music on hold for six minutes when it returns.
@@ -7,7 +7,7 @@ parked customer's channel, and goes on playing music on hold for six minutes whe
 there and then (``Read()`` the answer, ``AGI(vicirec.agi,START,...)``, ``AGI(vicirec.agi,GRAB)``),
 and the AGI ends when it returns. ``GRAB`` is the agent API's
 ``function=park_call&value=GRAB_IVR_CUSTOMER``: the agent screen takes the customer back into the
-conference at its next poll. ``CONSENT`` asks nothing of VICIdial: its report, with the answer in
+conference at its next poll. ``ANSWER`` asks nothing of VICIdial: its report, with the answer in
 the stage field, is the audit trail's record of what the caller chose.
 """
 

@@ -11,7 +11,7 @@ is always that option, never a stage label.
 
 Besides START, STOP and STATUS (:class:`~vicirec.vicidial.responses.Action`, the values of
 VICIdial's ``recording`` function) the park IVR needs three steps (:class:`Step`): ``GRAB`` hands
-a parked customer back to the agent, ``CONSENT,<answer>`` writes the caller's answer into the audit
+a parked customer back to the agent, ``ANSWER,<answer>`` writes the caller's answer into the audit
 trail, ``GOSUB,<context>[,<exten>[,<priority>]]`` runs the administrator's dialplan from the AGI
 that VICIdial's park_CID.agi nests.
 """
@@ -35,7 +35,7 @@ _OPTION = re.compile(r"^([A-Za-z_]+)=(.*)$", re.DOTALL)
 OPTIONS = ("agent", "confirm")
 # The spelling that survives VICIdial's admin filters: the option's name, "-", the value.
 _DASH_OPTION = re.compile(r"^(agent|confirm)-(.*)$", re.DOTALL | re.IGNORECASE)
-CONSENT_ANSWER = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+ANSWER_WORD = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
 _CONTEXT = re.compile(r"^[A-Za-z0-9_-]{1,79}$")
 _EXTENSION = re.compile(r"^[A-Za-z0-9_*#+-]{1,79}$")
 _PRIORITY = re.compile(r"^(?:[1-9][0-9]{0,5}|[A-Za-z_][A-Za-z0-9_-]{0,39})$")
@@ -45,27 +45,27 @@ class Step(str, enum.Enum):
     """The park IVR's steps; none of them touches VICIdial's recording."""
 
     GRAB = "GRAB"        # agent API park_call GRAB_IVR_CUSTOMER: the customer back to the agent
-    CONSENT = "CONSENT"  # the caller's answer, into the audit trail (no VICIdial request)
+    ANSWER = "ANSWER"  # the caller's answer, into the audit trail (no VICIdial request)
     GOSUB = "GOSUB"      # AGI GOSUB: run the administrator's dialplan now, then return
 
     def __str__(self) -> str:
         return self.value
 
 
-ACTION_WORDS = "START, STOP, STATUS, GRAB, CONSENT or GOSUB"
+ACTION_WORDS = "START, STOP, STATUS, GRAB, ANSWER or GOSUB"
 
 
 @dataclass(frozen=True)
 class Invocation:
     action: Union[Action, Step]
-    stage: str = ""  # START: the stage label; CONSENT: the answer
+    stage: str = ""  # START: the stage label; ANSWER: the answer
     agent: Optional[str] = None
     confirm: Optional[float] = None
     target: tuple[str, str, str] = ("", "", "")  # GOSUB: context, extension, priority
 
     @property
     def needs_agent(self) -> bool:
-        return self.action not in (Step.CONSENT, Step.GOSUB)
+        return self.action not in (Step.ANSWER, Step.GOSUB)
 
 
 def parse_arguments(args: Sequence[str]) -> Invocation:
@@ -146,9 +146,9 @@ def _parse_step(step: Step, rest: Sequence[str]) -> Invocation:
         if words:
             raise BadRequest(f"GRAB takes no label (got {_shown(words[0])})")
         return Invocation(action=step, agent=agent)
-    if step is Step.CONSENT:
-        if len(words) != 1 or not CONSENT_ANSWER.match(words[0]):
-            raise BadRequest("CONSENT takes one answer: letters, digits, _ or -, at most 20 (e.g. YES, NO)")
+    if step is Step.ANSWER:
+        if len(words) != 1 or not ANSWER_WORD.match(words[0]):
+            raise BadRequest("ANSWER takes one answer: letters, digits, _ or -, at most 20 (e.g. YES, NO)")
         return Invocation(action=step, stage=words[0])
     if not 1 <= len(words) <= 3:
         raise BadRequest("GOSUB takes a context, then optionally an extension and a priority")
