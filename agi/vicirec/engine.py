@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
+from vicirec import park
 from vicirec.agents.chain import AgentDirectory, ChannelView, ResolveContext, Resolver, resolve_agent
 from vicirec.asterisk.codec import AgiEnvironment
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.errors import BadRequest, ErrorCode, VicirecError
 from vicirec.redaction import Redactor
-from vicirec.request import CONSENT_NEEDS_DAEMON, Invocation, is_consent, parse_arguments
+from vicirec.request import CONSENT_NEEDS_DAEMON, Invocation, Step, is_consent, parse_arguments
 from vicirec.vicidial.client import VicidialClient
 from vicirec.vicidial.responses import Action, RecordingFields, RecordingReply, RecordingState
 from vicirec.vicidial.stage import sanitize_stage
@@ -154,6 +155,8 @@ class RecordingService:
                 raise BadRequest(CONSENT_NEEDS_DAEMON)
             invocation = parse_arguments(args)
             report = replace(report, action=invocation.action.value)
+            if not invocation.needs_agent:
+                return self._agentless(invocation, report, channel)
             context = ResolveContext(
                 invocation=invocation, environment=environment, channel=channel,
                 directory=self.directory, deadline=deadline, config=self.config,
@@ -167,9 +170,16 @@ class RecordingService:
 
     # --- actions ------------------------------------------------------------------------------
 
+    def _agentless(self, invocation: Invocation, report: Report, channel: ChannelView) -> Report:
+        if invocation.action is Step.ANSWER:
+            return park.answer(invocation, report)
+        return park.gosub(invocation, report, channel)
+
     def _act(self, invocation: Invocation, report: Report, deadline: Deadline) -> Report:
         confirm = self.config.call.confirm if invocation.confirm is None else invocation.confirm
         work = Deadline(max(0.0, deadline.remaining() - REPORT_RESERVE_SECONDS))
+        if invocation.action is Step.GRAB:
+            return park.grab(self.client, report, work)
         if invocation.action is Action.STATUS:
             return self._status(report, work)
         if invocation.action is Action.START:

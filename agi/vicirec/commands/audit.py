@@ -27,7 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "default: [audit] path of the config")
     parser.add_argument("--uniqueid", help="the call's Asterisk uniqueid")
     parser.add_argument("--agent", help="VICIdial agent user")
-    parser.add_argument("--action", type=str.upper, choices=("START", "STOP", "STATUS", "CONSENT"))
+    parser.add_argument("--action", type=str.upper,
+                        choices=("START", "STOP", "STATUS", "CONSENT", "GRAB", "ANSWER", "GOSUB"))
     parser.add_argument("--outcome", type=str.upper, choices=("OK", "ERROR"))
     parser.add_argument("--since", metavar="WHEN", help="YYYY-MM-DD or ISO time (UTC unless given)")
     parser.add_argument("--until", metavar="WHEN",

@@ -38,7 +38,14 @@ from vicirec.errors import BadResponse, Unreachable, VicidialError, VicidialTime
 from vicirec.redaction import Redactor
 from vicirec.vicidial import responses
 from vicirec.vicidial.breaker import CircuitBreaker
-from vicirec.vicidial.responses import Action, AgentStatus, LoggedInAgent, RecordingReply
+from vicirec.vicidial.responses import (
+    PARK_CALL_VALUES,
+    Action,
+    AgentStatus,
+    LoggedInAgent,
+    ParkCallReply,
+    RecordingReply,
+)
 
 # Below this much time left, another attempt cannot finish: report instead of trying.
 _MIN_ATTEMPT_SECONDS = 0.05
@@ -202,6 +209,15 @@ class VicidialClient:
             rule = Retry.NEVER
         body = self._post(self._api_url, form, deadline, rule)
         return self._parse(lambda: responses.parse_recording_reply(body, action))
+
+    def park_call(self, value: str, agent: str, deadline: Deadline) -> ParkCallReply:
+        """``function=park_call``: writing ``external_park`` again is harmless, so retried like STATUS."""
+        if value not in PARK_CALL_VALUES:
+            raise ValueError(f"not a park_call value: {value!r}")
+        form = self._credentials()
+        form.update({"agent_user": agent, "function": "park_call", "value": value})
+        body = self._post(self._api_url, form, deadline, Retry.TRANSIENT)
+        return self._parse(lambda: responses.parse_park_call_reply(body))
 
     # --- non-agent API ------------------------------------------------------------------------
 
