@@ -79,7 +79,7 @@ def test_record_schema(tmp_path: Path) -> None:
     assert list(record) == [
         "v", "time", "host", "transport", "uniqueid", "channel", "caller", "agent", "agent_source",
         "action", "stage", "outcome", "error", "message", "recording", "recording_id", "filename",
-        "confirmed_after", "verified",
+        "confirmed_after",
     ]
     assert record == {
         "v": 1, "time": "2024-05-01T12:00:00.123Z", "host": "pbx1", "transport": "process",
@@ -88,7 +88,7 @@ def test_record_schema(tmp_path: Path) -> None:
         "action": "START", "stage": "_CONSENT", "outcome": "OK", "error": "",
         "message": "recording 121242 confirmed",
         "recording": True, "recording_id": "121242", "filename": "20240501-120000_1000_CONSENT",
-        "confirmed_after": 1.25, "verified": None,
+        "confirmed_after": 1.25,
     }
     assert AuditRecord.from_json(path.read_text()).to_json() == path.read_text().strip()
 

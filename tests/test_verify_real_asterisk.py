@@ -1,4 +1,4 @@
-"""The verified STOP on a real Asterisk 22 (the private runtime of ``../shared/asterisk/runtime``,
+"""The verified STOP on a real Asterisk 22 (the private runtime, ``VICIREC_ASTERISK_PRIVATE``;
 skipped without it): the process AGI reads ``CHANNELS(^Local/5<session>@)`` through real AGI, while
 a real ``Local/58600051@`` channel stands in for VICIdial's recording channel (exten 8309's
 ``Monitor`` half), VICIdial's API is simulated and its database is a real MariaDB.
@@ -21,10 +21,7 @@ from sim_mirror import SimulatorMirror
 from vicirec.testing.harness import process_agi_command, write_config
 from vicirec.testing.simulator import VicidialSimulator
 
-RUNTIME = Path(os.environ.get(
-    "VICIREC_ASTERISK_RUNTIME",
-    Path(__file__).resolve().parents[1].parent / "shared" / "asterisk" / "runtime",
-)) / "asterisk-private"
+RUNTIME = Path(os.environ.get("VICIREC_ASTERISK_PRIVATE", "/work/shared/asterisk/runtime/asterisk-private"))
 SERVER_IP = "10.10.10.15"
 CONTEXT = "vr-real"
 DIALPLAN = """
