@@ -9,7 +9,8 @@ Where the Asterisk comes from (first match wins):
   default ``/var/lib/asterisk/documentation``) instead of its own tarball.
 * the relocatable Asterisk 22.10.1 runtime at ``<repo>/../shared/asterisk/runtime``.
 
-Without either, :func:`asterisk_or_skip` skips with the reason.
+Without either, :func:`asterisk_or_skip` skips with the reason (fails instead when
+``VICIREC_TEST_REQUIRE_ASTERISK`` is set, as .ci/run does when the runtime is there).
 
 What gets loaded is what ``deploy/install.sh`` installed into a staged root (:func:`stage_install`),
 included the way its messages and the file headers tell an administrator to: the library and
@@ -49,6 +50,7 @@ ENV_BINARY = "VICIREC_TEST_ASTERISK"
 ENV_LAUNCHER = "VICIREC_TEST_ASTERISK_PRIVATE"
 ENV_MODULES = "VICIREC_TEST_ASTERISK_MODULES"
 ENV_DOCS = "VICIREC_TEST_ASTERISK_DOCS"
+ENV_REQUIRE = "VICIREC_TEST_REQUIRE_ASTERISK"  # set (CI): no Asterisk is a failure, not a skip
 EVENT_TIMEOUT = 20.0
 
 #: The test side of every call (not shipped): the caller's phone, its keypad, and a runner that
@@ -138,6 +140,8 @@ def find_asterisk() -> tuple[Optional[AsteriskSource], str]:
 def asterisk_or_skip() -> AsteriskSource:
     source, reason = find_asterisk()
     if source is None:
+        if os.environ.get(ENV_REQUIRE):
+            pytest.fail(f"{ENV_REQUIRE} is set but {reason}")
         pytest.skip(reason)
     return source
 
@@ -320,6 +324,9 @@ class Asterisk:
             (root / "lib/asterisk").mkdir(parents=True, exist_ok=True)
             (root / "share/asterisk").mkdir(parents=True, exist_ok=True)
             (root / "sbin/asterisk").symlink_to(self.source.binary)
+            # the launcher puts only DIR/root/lib on LD_LIBRARY_PATH: lend it the build's own libasterisk*
+            for lib in (self.source.binary.parent.parent / "lib").glob("libasterisk*.so*"):
+                (root / "lib" / lib.name).symlink_to(lib)
             (root / "lib/asterisk/modules").symlink_to(self.source.modules or "")
             (root / "share/asterisk/documentation").symlink_to(self.source.docs or "")
         args = ["start", str(self.dir)]
