@@ -316,9 +316,16 @@ def test_caller_hangs_up_while_the_start_is_being_confirmed(lab: Lab) -> None:
     call.wait_hangup(timeout=30)
     values = call.last_values()
     assert values.get("VICIREC_CONSENT") != "YES"
-    # the AGI still reported on the hung-up channel: the dialplan's h / hangup handlers can see it
     assert values.get("VICIREC_ACTION") == "START"
-    assert values.get("VICIREC_RESULT") == "ERROR", values
+    assert (values.get("VICIREC_RESULT"), values.get("VICIREC_ERROR")) == ("ERROR", "NOT_CONFIRMED"), values
+    # the AGI still reported, after the caller had gone: h and hangup handlers can read the result
+    events = call.events()
+    gone = next(i for i, e in enumerate(events)
+                if e.get("Event") == "Hangup" and e.get("Channel") == call.phone)
+    reported = next(i for i, e in enumerate(events) if e.get("Event") == "VarSet"
+                    and e.get("Channel") == call.channel and e.get("Variable") == "VICIREC_RESULT"
+                    and e.get("Value") == "ERROR")
+    assert gone < reported
     assert len(lab.starts()) == 1
     assert lab.sim.state.open_recordings(AGENT) == []
 
