@@ -37,6 +37,7 @@ import sys
 import sysconfig
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,10 +287,12 @@ class Ami:
             return len(self.events)
 
     def close(self) -> None:
-        try:
-            self._manager.logoff()
-        finally:
-            self._manager.close()
+        with warnings.catch_warnings():  # pyst2 0.5 calls threading's deprecated isSet()/currentThread()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                self._manager.logoff()
+            finally:
+                self._manager.close()
 
 
 # ---------------------------------------------------------------------------------------------
