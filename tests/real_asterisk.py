@@ -30,6 +30,7 @@ A scenario is a few lines::
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -287,12 +288,17 @@ class Ami:
             return len(self.events)
 
     def close(self) -> None:
-        with warnings.catch_warnings():  # pyst2 0.5 calls threading's deprecated isSet()/currentThread()
+        # pyst2 0.5 calls threading's deprecated isSet()/currentThread(), in close() and again in
+        # its __del__: let both happen here, not at some later garbage collection
+        manager, self._manager = self._manager, None
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                self._manager.logoff()
+                manager.logoff()
             finally:
-                self._manager.close()
+                manager.close()
+                del manager
+                gc.collect()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +319,7 @@ class Asterisk:
         self.ami: Optional[Ami] = None
         self.info: dict[str, str] = {}
         self._calls = 0
+        self.calls: list[Call] = []
 
     def _launcher(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["bash", str(self.source.launcher), *args], check=False, capture_output=True,
@@ -359,6 +366,16 @@ class Asterisk:
             self.ami = None
         self._launcher("stop", str(self.dir))
 
+    def hang_up_all(self) -> None:
+        """Hang up every channel the calls of this instance started (between tests)."""
+        if self.ami is None:
+            return
+        ours = {e.get("Channel", "") for e in self.ami.snapshot() if e.get("Event") == "Newchannel"}
+        gone = {e.get("Channel", "") for e in self.ami.snapshot() if e.get("Event") == "Hangup"}
+        for name in sorted(ours - gone):
+            self.ami.action({"Action": "Hangup", "Channel": name})
+        self.calls.clear()
+
     def cli(self, command: str) -> str:
         res = self._launcher("cli", str(self.dir), command)
         assert res.returncode == 0, res.stderr
@@ -402,6 +419,7 @@ class Asterisk:
         response = self.ami.action(headers)
         assert response.get("Response") == "Success", response
         call = Call(self, ids, since)
+        self.calls.append(call)
         origin = self.ami.wait_event(lambda e: e.get("Event") == "OriginateResponse"
                                      and e.get("Uniqueid") == ids[0], since=since, what="OriginateResponse")
         assert origin.get("Response") == "Success", origin

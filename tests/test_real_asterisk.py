@@ -126,6 +126,7 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[None]:
     lab.sim.state.screen_delay = SCREEN_DELAY
     log_size = lab.asterisk.full_log.stat().st_size
     yield
+    lab.asterisk.hang_up_all()
     # shown by pytest only when the test failed
     tail = lab.asterisk.full_log.read_bytes()[log_size:].decode("utf-8", errors="replace")
     request.node.add_report_section("teardown", "asterisk log/full", tail[-30000:])
