@@ -1,6 +1,6 @@
 """The AGI protocol as bytes: the environment block, commands and replies. No I/O here.
 
-Everything follows what a real Asterisk 22 does (shared/asterisk/transcripts): the environment
+Everything follows what a real Asterisk 22 does (tests/data/asterisk/transcripts): the environment
 block is ``key: value`` lines ended by an empty line, split on the first ``": "``; command words
 are quoted the way res_agi's ``parse_args`` reads them; replies are ``200 result=N (data)`` with the
 data unescaped (read to the *last* ``)``), ``510``, ``511``, or a multi-line ``520-`` usage ending
