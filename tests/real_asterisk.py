@@ -489,6 +489,13 @@ class Call:
                          and e.get("AppData", "").startswith(data_prefix),
                          timeout, what=f"{application}({data_prefix}...) on {name}")
 
+    def wait_context(self, context: str, channel: Optional[str] = None,
+                     timeout: float = EVENT_TIMEOUT) -> dict[str, str]:
+        """Until ``channel`` (default: the tested one) runs a priority of ``context``."""
+        name = channel or self.channel
+        return self.wait(lambda e: e.get("Event") == "Newexten" and e.get("Channel") == name
+                         and e.get("Context") == context, timeout, what=f"[{context}] on {name}")
+
     def wait_done(self, timeout: float = EVENT_TIMEOUT) -> None:
         """Until the Gosub under test returned (the runner's UserEvent)."""
         name = self.channel

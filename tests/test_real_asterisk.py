@@ -224,8 +224,7 @@ def test_consent_with_a_missing_prompt_is_not_asked_not_declined(lab: Lab) -> No
 def test_pci_on_a_recording_call_stops_captures_and_resumes(lab: Lab) -> None:
     rec_id = recording(lab)
     call = lab.asterisk.run("vicirec-example-pci", callerid=CALL_ID_CALLER)
-    capture = call.wait_app("NoOp", "vicirec example: card capture", timeout=30)
-    assert capture
+    call.wait_context("vicirec-example-pci-capture", timeout=30)
     # card capture runs only once the recording has really ended
     assert lab.sim.state.recordings[rec_id].end_time is not None
     assert lab.sim.state.open_recordings(AGENT) == []
@@ -239,7 +238,7 @@ def test_pci_on_a_recording_call_stops_captures_and_resumes(lab: Lab) -> None:
                                        "that was never recorded")
 def test_pci_on_an_idle_call_never_starts_a_recording(lab: Lab) -> None:
     call = lab.asterisk.run("vicirec-example-pci", callerid=CALL_ID_CALLER)
-    call.wait_app("NoOp", "vicirec example: card capture", timeout=30)
+    call.wait_context("vicirec-example-pci-capture", timeout=30)  # nothing to stop: capture may run
     call.wait_done(timeout=30)
     assert lab.starts() == []
     assert lab.sim.state.open_recordings(AGENT) == []
