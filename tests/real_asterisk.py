@@ -19,7 +19,9 @@ every ``vicirec-example-*.conf`` from extensions.conf, ``features_vicirec.conf``
 the installed ``vicirec.agi`` (its ``astagidir`` is the staged agi-bin); the FastAGI transport is
 ``vicirec serve`` from the installed venv, named by the ``VICIREC_AGI`` global.
 
-A scenario is a few lines::
+A test module needs five small fixtures (copy them from tests/test_real_asterisk.py: the staged
+install is shared by the whole session through :func:`stage_install_once`; :func:`open_lab` builds
+one Asterisk per transport). A scenario is then a few lines::
 
     call = lab.asterisk.run("vicirec-example-consent", callerid=LAB_CALL_ID)
     call.wait_app("Read")          # the IVR is asking
@@ -30,8 +32,10 @@ A scenario is a few lines::
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +50,9 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from vicirec.testing.harness import write_config
+from vicirec.testing.simulator import VicidialSimulator
+
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME = REPO.parent / "shared" / "asterisk" / "runtime"
 ENV_BINARY = "VICIREC_TEST_ASTERISK"
@@ -54,6 +61,13 @@ ENV_MODULES = "VICIREC_TEST_ASTERISK_MODULES"
 ENV_DOCS = "VICIREC_TEST_ASTERISK_DOCS"
 ENV_REQUIRE = "VICIREC_TEST_REQUIRE_ASTERISK"  # set (CI): no Asterisk is a failure, not a skip
 EVENT_TIMEOUT = 20.0
+SCREEN_DELAY = 0.3  # the simulated agent screen acts this long after a START/STOP
+#: every prompt the examples play, with its length (s); the runtime ships only silent beep,
+#: silence/N and conf-* files. A test may remove_sound() one and must sound() it back.
+PROMPTS = {
+    "this-call-may-be-monitored-or-recorded": 1.0, "press-1": 0.5, "option-is-invalid": 0.2,
+    "vm-sorry": 0.2, "auth-thankyou": 0.2, "beeperr": 0.2, "please-try-again": 0.2,
+}
 
 #: The test side of every call (not shipped): the caller's phone, its keypad, and a runner that
 #: Gosubs into the routine under test and then says so with a UserEvent.
@@ -194,6 +208,16 @@ def stage_install(base: Path) -> StagedInstall:
     (Path(info[0]) / "zz_test_bridge.pth").write_text(sysconfig.get_paths()["purelib"] + "\n",
                                                        encoding="utf-8")
     return staged
+
+
+_STAGED: dict[str, StagedInstall] = {}
+
+
+def stage_install_once(factory: pytest.TempPathFactory) -> StagedInstall:
+    """One staged install per test session, shared by every module that asks for it."""
+    if "install" not in _STAGED:
+        _STAGED["install"] = stage_install(factory.mktemp("vr"))
+    return _STAGED["install"]
 
 
 @dataclass(frozen=True)
@@ -569,3 +593,62 @@ def warnings_in(log: Path, since: int = 0) -> list[str]:
         fh.seek(since)
         text = fh.read().decode("utf-8", errors="replace")
     return [line for line in text.splitlines() if "] WARNING[" in line or "] ERROR[" in line]
+
+
+# ---------------------------------------------------------------------------------------------
+# a lab: one Asterisk with the installed dialplan, one transport, one simulator
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Lab:
+    transport: str  # "process" or "fastagi"
+    asterisk: Asterisk
+    sim: VicidialSimulator
+    daemon: Optional[subprocess.Popen[bytes]]
+    daemon_port: int
+
+    def starts(self) -> list[dict[str, str]]:
+        """The START requests the simulator received (parameters as PHP saw them)."""
+        return [r.params for r in self.sim.requests
+                if r.params.get("function") == "recording" and r.params.get("value") == "START"]
+
+    def recording_requests(self) -> list[str]:
+        """The ``value`` of every ``function=recording`` request, in order."""
+        return [r.params.get("value", "") for r in self.sim.requests
+                if r.params.get("function") == "recording"]
+
+
+@contextlib.contextmanager
+def open_lab(transport: str, source: AsteriskSource, staged: StagedInstall, sim: VicidialSimulator,
+             work: Path) -> Iterator[Lab]:
+    """Start the transport's side (nothing, or ``vicirec serve``) and an Asterisk loading the staged
+    install strictly; stop both on exit. Process AGI: ``vicirec.agi`` from the staged agi-bin."""
+    if transport not in ("process", "fastagi"):
+        raise ValueError(f"transport {transport!r}")
+    port = free_port()
+    config = write_config(work, sim.api_url, overrides={
+        "agents": {"require_corroboration": False},  # the http lookup cannot corroborate outside a room
+        "fastagi": {"port": port},
+    })
+    daemon = None
+    globals_: dict[str, str] = {}
+    asterisk = Asterisk(source, work / "a")
+    try:
+        if transport == "fastagi":
+            serve = [str(staged.python), "-I", "-m", "vicirec", "serve", "--config", str(config)]
+            with (work / "daemon.err").open("wb") as err:
+                daemon = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=err)
+            wait_port(port)
+            globals_["VICIREC_AGI"] = f"agi://127.0.0.1:{port}/vicirec"
+        files = installed_dialplan(staged, work / "conf", globals_)
+        asterisk.start(includes=[files.extensions], features=[files.features], confbridge=files.confbridge,
+                       env={"VICIREC_CONFIG": str(config)}, agi_dir=staged.agi_bin, strict=True)
+        for name, seconds in PROMPTS.items():
+            asterisk.sound(name, seconds)
+        yield Lab(transport, asterisk, sim, daemon, port)
+    finally:
+        asterisk.stop()
+        if daemon is not None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)

@@ -9,28 +9,25 @@ requests the VICIdial simulator received. See tests/real_asterisk.py; skips with
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from real_asterisk import (
-    Asterisk,
+    PROMPTS,
+    SCREEN_DELAY,
     AsteriskSource,
     Call,
+    Lab,
     StagedInstall,
     asterisk_or_skip,
     free_port,
-    installed_dialplan,
-    stage_install,
-    wait_port,
+    open_lab,
+    stage_install_once,
     warnings_in,
 )
-from vicirec.testing.harness import LAB_CALL_ID, LAB_CUSTOMER_NUMBER, write_config
+from vicirec.testing.harness import LAB_CALL_ID, LAB_CUSTOMER_NUMBER
 from vicirec.testing.simulator import VicidialSimulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:asterisk.manager")]
@@ -39,32 +36,9 @@ AGENT = "1000"  # the simulator lab's agent on call LAB_CALL_ID, session (ConfBr
 ROOM = "8600051"
 CALL_ID_CALLER = f'"{LAB_CALL_ID}" <{LAB_CUSTOMER_NUMBER}>'
 PLAIN_CALLER = f'"Customer" <{LAB_CUSTOMER_NUMBER}>'
-SCREEN_DELAY = 0.3
-#: every prompt the examples play; the runtime ships only silent beep/silence/conf-* files
-PROMPTS = {
-    "this-call-may-be-monitored-or-recorded": 1.0, "press-1": 0.5, "option-is-invalid": 0.2,
-    "vm-sorry": 0.2, "auth-thankyou": 0.2, "beeperr": 0.2, "please-try-again": 0.2,
-}
 RESULT_VARS = ("VICIREC_RESULT", "VICIREC_ERROR", "VICIREC_RECORDING", "VICIREC_AGENT",
                "VICIREC_AGENT_SOURCE",
                "VICIREC_ACTION", "VICIREC_STAGE", "VICIREC_MESSAGE")
-
-
-@dataclass
-class Lab:
-    transport: str
-    asterisk: Asterisk
-    sim: VicidialSimulator
-    daemon: Optional[subprocess.Popen[bytes]]
-    daemon_port: int
-
-    def starts(self) -> list[dict[str, str]]:
-        return [r.params for r in self.sim.requests
-                if r.params.get("function") == "recording" and r.params.get("value") == "START"]
-
-    def recording_requests(self) -> list[str]:
-        return [r.params.get("value", "") for r in self.sim.requests
-                if r.params.get("function") == "recording"]
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +48,7 @@ def asterisk_source() -> AsteriskSource:
 
 @pytest.fixture(scope="session")
 def staged(asterisk_source: AsteriskSource, tmp_path_factory: pytest.TempPathFactory) -> StagedInstall:
-    return stage_install(tmp_path_factory.mktemp("vr"))
+    return stage_install_once(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -88,32 +62,8 @@ def lab(request: pytest.FixtureRequest, asterisk_source: AsteriskSource, staged:
         sim: VicidialSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     transport = str(request.param)
     work = tmp_path_factory.mktemp(f"ast-{transport}")
-    port = free_port()
-    config = write_config(work, sim.api_url, overrides={
-        "agents": {"require_corroboration": False},  # the http lookup cannot corroborate outside a room
-        "fastagi": {"port": port},
-    })
-    daemon = None
-    globals_: dict[str, str] = {}
-    if transport == "fastagi":
-        serve = [str(staged.python), "-I", "-m", "vicirec", "serve", "--config", str(config)]
-        with (work / "daemon.err").open("wb") as err:
-            daemon = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=err)
-        wait_port(port)
-        globals_["VICIREC_AGI"] = f"agi://127.0.0.1:{port}/vicirec"
-    files = installed_dialplan(staged, work / "conf", globals_)
-    asterisk = Asterisk(asterisk_source, work / "a")
-    try:
-        asterisk.start(includes=[files.extensions], features=[files.features], confbridge=files.confbridge,
-                       env={"VICIREC_CONFIG": str(config)}, agi_dir=staged.agi_bin, strict=True)
-        for name, seconds in PROMPTS.items():
-            asterisk.sound(name, seconds)
-        yield Lab(transport, asterisk, sim, daemon, port)
-    finally:
-        asterisk.stop()
-        if daemon is not None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
+    with open_lab(transport, asterisk_source, staged, sim, work) as opened:
+        yield opened
 
 
 @pytest.fixture(autouse=True)
