@@ -17,7 +17,7 @@ included the way its messages and the file headers tell an administrator to: the
 every ``vicirec-example-*.conf`` from extensions.conf, ``features_vicirec.conf`` inside
 ``[applicationmap]``, ``confbridge_vicirec.conf`` at the end of confbridge.conf. The process AGI is
 the installed ``vicirec.agi`` (its ``astagidir`` is the staged agi-bin); the FastAGI transport is
-``vicirec serve`` from the installed venv, named by the ``VICIREC_AGI`` global.
+``vicirec serve`` from the installed venv; the ``VICIREC_AGI`` global names the one a lab uses.
 
 A test module needs five small fixtures (copy them from tests/test_real_asterisk.py: the staged
 install is shared by the whole session through :func:`stage_install_once`; :func:`open_lab` builds
@@ -505,12 +505,14 @@ class Call:
         return self.ami.wait_event(predicate, timeout, since=self.since, what=what)
 
     def wait_app(self, application: str, data_prefix: str = "", channel: Optional[str] = None,
-                 timeout: float = EVENT_TIMEOUT) -> dict[str, str]:
-        """Until ``channel`` (default: the tested one) starts ``application`` (AppData prefix)."""
+                 context: Optional[str] = None, timeout: float = EVENT_TIMEOUT) -> dict[str, str]:
+        """Until ``channel`` (default: the tested one) starts ``application`` (AppData prefix; in
+        ``context`` if given)."""
         name = channel or self.channel
         return self.wait(lambda e: e.get("Event") == "Newexten" and e.get("Channel") == name
                          and e.get("Application") == application
-                         and e.get("AppData", "").startswith(data_prefix),
+                         and e.get("AppData", "").startswith(data_prefix)
+                         and (context is None or e.get("Context") == context),
                          timeout, what=f"{application}({data_prefix}...) on {name}")
 
     def wait_context(self, context: str, channel: Optional[str] = None,
@@ -607,6 +609,8 @@ class Lab:
     sim: VicidialSimulator
     daemon: Optional[subprocess.Popen[bytes]]
     daemon_port: int
+    #: substrings of the WARNING/ERROR lines the running test expects in log/full
+    expected_warnings: list[str] = field(default_factory=list)
 
     def starts(self) -> list[dict[str, str]]:
         """The START requests the simulator received (parameters as PHP saw them)."""
@@ -632,7 +636,9 @@ def open_lab(transport: str, source: AsteriskSource, staged: StagedInstall, sim:
         "fastagi": {"port": port},
     })
     daemon = None
-    globals_: dict[str, str] = {}
+    # the process lab names its target too: a library that tries a default daemon first must not
+    # find (or miss) some other daemon on this machine's port 4573
+    globals_ = {"VICIREC_AGI": "vicirec.agi"}
     asterisk = Asterisk(source, work / "a")
     try:
         if transport == "fastagi":

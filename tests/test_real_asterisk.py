@@ -74,12 +74,18 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[None]:
     lab: Lab = request.getfixturevalue("lab")
     lab.sim.reset()
     lab.sim.state.screen_delay = SCREEN_DELAY
+    lab.expected_warnings.clear()
     log_size = lab.asterisk.full_log.stat().st_size
     yield
     lab.asterisk.hang_up_all()
     # shown by pytest only when the test failed
     tail = lab.asterisk.full_log.read_bytes()[log_size:].decode("utf-8", errors="replace")
     request.node.add_report_section("teardown", "asterisk log/full", tail[-30000:])
+    # the dialplan ran cleanly: no WARNING/ERROR (a bad expression, a missing prompt, an abnormal
+    # Gosub exit, ...) but those the test said it expects
+    unexpected = [line for line in warnings_in(lab.asterisk.full_log, log_size)
+                  if not any(text in line for text in lab.expected_warnings)]
+    assert unexpected == [], "Asterisk logged:\n" + "\n".join(unexpected)
 
 
 def recording(lab: Lab) -> int:
@@ -158,6 +164,7 @@ def test_consent_declined_records_nothing(lab: Lab) -> None:
 def test_consent_with_a_missing_prompt_is_not_asked_not_declined(lab: Lab) -> None:
     """issue 11.3: Read() returns at once (READSTATUS ERROR) when a prompt file is missing."""
     lab.asterisk.remove_sound("press-1")
+    lab.expected_warnings += ["press-1", "vicirec consent: could not ask the caller"]
     offset = lab.asterisk.full_log.stat().st_size
     try:
         call = lab.asterisk.run("vicirec-example-consent", callerid=CALL_ID_CALLER)
@@ -220,14 +227,14 @@ def test_applicationmap_keys_in_a_dial_bridge(lab: Lab) -> None:
     agent_phone = agent_leg[:-1] + "2"
     # the customer presses *81 (consent): the routine runs on the customer's channel (self)
     call.press("*81")
-    call.wait_app("Playback", channel=call.channel, timeout=30)
+    call.wait_app("Return", channel=call.channel, context="vicirec-example-feature-keys", timeout=30)
     got = call.getvars(RESULT_VARS)
     assert got["VICIREC_RESULT"] == "OK" and got["VICIREC_RECORDING"] == "1", got
     assert got["VICIREC_ACTION"] == "START" and got["VICIREC_STAGE"] == "_CONSENT", got
     assert [s.get("agent_user") for s in lab.starts()] == [AGENT]
     # the agent presses *84 (status): it runs on the agent leg, whose pre-dial handler named the agent
     call.press("*84", phone=agent_phone)
-    call.wait_app("Playback", channel=agent_leg, timeout=30)
+    call.wait_app("Return", channel=agent_leg, context="vicirec-example-feature-keys", timeout=30)
     assert call.getvar("VICIREC_ACTION", agent_leg) == "STATUS"
     assert call.getvar("VICIREC_RECORDING", agent_leg) == "1"
     assert call.getvar("VICIREC_AGENT_SOURCE", agent_leg) == "channel_variable"
@@ -285,6 +292,8 @@ def test_caller_hangs_up_while_the_start_is_being_confirmed(lab: Lab) -> None:
 def test_daemon_down(lab: Lab) -> None:
     # VICIREC_AGI names a FastAGI daemon that is not running (the channel variable overrides the
     # global, so both labs play it)
+    lab.expected_warnings += ["Connection refused", "FastAGI failed", "did not report - AGISTATUS FAILURE",
+                              "not reachable"]
     call = lab.asterisk.run("vicirec-example-status", callerid=PLAIN_CALLER, variables={
         "VICIREC_AGENT": AGENT, "VICIREC_AGI": f"agi://127.0.0.1:{free_port()}/vicirec"})
     call.wait_done(timeout=30)
