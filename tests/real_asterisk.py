@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from vicirec.testing.harness import write_config
+from vicirec.testing.harness import TomlValue, write_config
 from vicirec.testing.simulator import VicidialSimulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -625,16 +625,20 @@ class Lab:
 
 @contextlib.contextmanager
 def open_lab(transport: str, source: AsteriskSource, staged: StagedInstall, sim: VicidialSimulator,
-             work: Path) -> Iterator[Lab]:
+             work: Path, config: Optional[Mapping[str, Mapping[str, TomlValue]]] = None) -> Iterator[Lab]:
     """Start the transport's side (nothing, or ``vicirec serve``) and an Asterisk loading the staged
-    install strictly; stop both on exit. Process AGI: ``vicirec.agi`` from the staged agi-bin."""
+    install strictly; stop both on exit. Process AGI: ``vicirec.agi`` from the staged agi-bin.
+    ``config``: sections merged into vicirec.toml (e.g. ``{"agents": {"lookup": "mysql", ...}}``)."""
     if transport not in ("process", "fastagi"):
         raise ValueError(f"transport {transport!r}")
     port = free_port()
-    config = write_config(work, sim.api_url, overrides={
+    sections: dict[str, dict[str, TomlValue]] = {
         "agents": {"require_corroboration": False},  # the http lookup cannot corroborate outside a room
         "fastagi": {"port": port},
-    })
+    }
+    for name, values in (config or {}).items():
+        sections.setdefault(name, {}).update(values)
+    config_file = write_config(work, sim.api_url, overrides=sections)
     daemon = None
     # the process lab names its target too: a library that tries a default daemon first must not
     # find (or miss) some other daemon on this machine's port 4573
@@ -642,14 +646,14 @@ def open_lab(transport: str, source: AsteriskSource, staged: StagedInstall, sim:
     asterisk = Asterisk(source, work / "a")
     try:
         if transport == "fastagi":
-            serve = [str(staged.python), "-I", "-m", "vicirec", "serve", "--config", str(config)]
+            serve = [str(staged.python), "-I", "-m", "vicirec", "serve", "--config", str(config_file)]
             with (work / "daemon.err").open("wb") as err:
                 daemon = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=err)
             wait_port(port)
             globals_["VICIREC_AGI"] = f"agi://127.0.0.1:{port}/vicirec"
         files = installed_dialplan(staged, work / "conf", globals_)
         asterisk.start(includes=[files.extensions], features=[files.features], confbridge=files.confbridge,
-                       env={"VICIREC_CONFIG": str(config)}, agi_dir=staged.agi_bin, strict=True)
+                       env={"VICIREC_CONFIG": str(config_file)}, agi_dir=staged.agi_bin, strict=True)
         for name, seconds in PROMPTS.items():
             asterisk.sound(name, seconds)
         yield Lab(transport, asterisk, sim, daemon, port)
