@@ -21,6 +21,7 @@ _REQUEST_RE = re.compile(r"^request: (?P<method>[A-Z]+) (?P<target>\S+)$")
 _STATUS_RE = re.compile(r"^http_status: (?P<code>\d{3})\b")
 _BODY_LEN_RE = re.compile(r"^body_len: (?P<n>\d+) bytes$")
 _EXTREC_RE = re.compile(r"^external_recording\[[^\]]+\]: before=(?P<before>.*) after=(?P<after>.*)$")
+_EXTPARK_RE = re.compile(r"^external_park\[(?P<agent>[^\]]+)\]: before=(?P<before>.*) after=(?P<after>.*)$")
 _SETUP_PREFIXES = ("setup_sql:", "pre_requests:")
 _PRE_BODY_RE = re.compile(r"^\s+pre\d+_body_repr: ")
 
@@ -38,6 +39,8 @@ class CorpusCase:
     notes: tuple[str, ...]
     external_recording_before: Optional[bytes]
     external_recording_after: Optional[bytes]
+    #: park_call cases: (agent, external_park before, after)
+    external_park: Optional[tuple[str, bytes, bytes]] = None
 
     @property
     def path(self) -> str:
@@ -71,6 +74,7 @@ class _Block:
         self.notes: list[str] = []
         self.before: Optional[bytes] = None
         self.after: Optional[bytes] = None
+        self.park: Optional[tuple[str, bytes, bytes]] = None
 
     def feed(self, line: str) -> None:
         if match := _REQUEST_RE.match(line):
@@ -88,6 +92,9 @@ class _Block:
         elif match := _EXTREC_RE.match(line):
             self.before = _bytes_literal(match["before"], self.case_id)
             self.after = _bytes_literal(match["after"], self.case_id)
+        elif match := _EXTPARK_RE.match(line):
+            self.park = (match["agent"], _bytes_literal(match["before"], self.case_id),
+                         _bytes_literal(match["after"], self.case_id))
         elif line.startswith("note: "):
             self.notes.append(line[len("note: ") :])
 
@@ -119,6 +126,7 @@ class _Block:
             notes=tuple(self.notes),
             external_recording_before=self.before,
             external_recording_after=self.after,
+            external_park=self.park,
         )
 
 

@@ -7,7 +7,8 @@ made real dialplans fail (see tests/data/asterisk/transcripts/scenario-output.tx
     MACRO               Macro()/MacroExclusive()/... or a ``[macro-*]`` context (gone in Asterisk 21)
     DEPRECATED          an application or variable removed from Asterisk 18-22 (Monitor, DeadAGI, ...)
     SAME_BEFORE_EXTEN   ``same =>`` with no ``exten =>`` before it in the context
-    EXTEN_CONTINUATION  ``exten => X,n,...`` for an extension already started (use ``same =>``)
+    EXTEN_CONTINUATION  ``exten => X,n,...`` for an extension already started (use ``same =>``);
+                        a file marked ``; lint: vicidial-generated`` may (VICIdial writes that style)
     DUP_PRIORITY        a priority number used twice in one extension
     DUP_LABEL           a priority label used twice in one extension
     DUP_CONTEXT         one context defined in two shipped files (Asterisk would merge them)
@@ -23,9 +24,11 @@ made real dialplans fail (see tests/data/asterisk/transcripts/scenario-output.tx
     UNQUOTED_COMPARE    ``$[ ... ]`` comparing a ``${...}`` that is not inside double quotes
     CALLERID_UNQUOTED   ``${CALLERID(...)}``/``${CONNECTEDLINE(...)}`` unquoted in AGI()/Gosub() args
     AGI_UNQUOTED_VAR    an AGI() argument (after the script) holding ``${...}`` without quotes
-    AGI_TARGET          AGI() of something that is not vicirec (vicirec.agi, agi://.../vicirec)
-    AGI_ACTION          AGI() action not START/STOP/STATUS (or not a literal)
-    AGI_OPTION          AGI() option other than agent=/confirm=, a bad confirm value, a repeat
+    AGI_TARGET          AGI() of something that is not vicirec (vicirec.agi, agi://.../vicirec); VICIdial's
+                        own AGIs may be declared with a ``; lint: vicidial-agi NAME ...`` comment
+    AGI_ACTION          AGI() action not START/STOP/STATUS/GRAB/ANSWER/GOSUB (or not a literal)
+    AGI_OPTION          AGI() option other than agent=/confirm= (or agent-/confirm-), a bad confirm
+                        value, a repeat, a bad GRAB/ANSWER/GOSUB argument
     AGI_STAGE           a stage on STOP/STATUS, or a literal stage VICIdial would mangle
     NO_RETURN           a Gosub routine (incl. pre-dial handlers, applicationmap Gosubs) with no
                         Return() reachable from its entry
@@ -56,8 +59,9 @@ from typing import Callable, Optional
 REPO = Path(__file__).resolve().parent.parent
 DIALPLAN_DIR = REPO / "dialplan"
 
-ACTIONS = {"START", "STOP", "STATUS"}
+ACTIONS = {"START", "STOP", "STATUS", "GRAB", "ANSWER", "GOSUB"}
 OPTIONS = {"agent", "confirm"}
+DASH_OPTION_RE = re.compile(r"^(agent|confirm)-(.*)$", re.IGNORECASE)
 MACRO_APPS = {"macro", "macroexclusive", "macroexit", "macroif"}
 # Applications removed or deprecated somewhere in Asterisk 18-22 (app_macro and app_monitor went in 21).
 DEPRECATED_APPS = {
@@ -71,6 +75,8 @@ CALLER_FUNCS = ("CALLERID(", "CONNECTEDLINE(", "REDIRECTING(")
 STAGE_RE = re.compile(r"^[A-Za-z0-9_-]{0,14}$")
 CONFIRM_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 EXTERNAL_RE = re.compile(r"lint:\s*external-context\s+(.+)", re.IGNORECASE)
+VICIDIAL_AGI_RE = re.compile(r"lint:\s*vicidial-agi\s+(.+)", re.IGNORECASE)
+VICIDIAL_GENERATED_RE = re.compile(r"lint:\s*vicidial-generated\b", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,6 +168,7 @@ class ConfFile:
     menu: list[MenuEntry] = field(default_factory=list)
     external: set[str] = field(default_factory=set)
     includes: list[tuple[str, int]] = field(default_factory=list)
+    vicidial_agis: set[str] = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,6 +457,10 @@ def parse_text(path: str, text: str, issues: list[Issue]) -> ConfFile:
         m = EXTERNAL_RE.search(comment)
         if m:
             cf.external.update(n for n in re.split(r"[\s,]+", m.group(1).strip()) if n)
+        m = VICIDIAL_AGI_RE.search(comment)
+        if m:
+            cf.vicidial_agis.update(n for n in re.split(r"[\s,]+", m.group(1).strip()) if n)
+    vicidial_style = any(VICIDIAL_GENERATED_RE.search(comment) for comment in comments)
 
     ctx: Optional[Context] = None
     section = ""
@@ -521,7 +532,7 @@ def parse_text(path: str, text: str, issues: list[Issue]) -> ConfFile:
                 issues.append(Issue("CATCH_ALL", path, lineno, msg))
             ext = ctx.extensions.get(ext_name)
             pm = _PRIO_RE.match(prio_text)
-            if ext is not None and pm and pm.group("prio") not in ("1", "hint"):
+            if ext is not None and pm and pm.group("prio") not in ("1", "hint") and not vicidial_style:
                 msg = f"use 'same =>' to continue extension {ext_name}"
                 issues.append(Issue("EXTEN_CONTINUATION", path, lineno, msg))
             if ext is None:
@@ -603,8 +614,10 @@ class Linter:
         self.issues = issues
         self.contexts: dict[str, Context] = {}
         self.external: set[str] = set()
+        self.vicidial_agis: set[str] = set()
         for f in self.files:
             self.external |= f.external
+            self.vicidial_agis |= f.vicidial_agis
             for c in f.contexts:
                 prev = self.contexts.get(c.name)
                 if prev is not None and prev.path != c.path:
@@ -748,6 +761,8 @@ class Linter:
         raw = split_args(data, remove_quotes=False)
         args = [unquote(a) if '"' in a else a for a in split_args(data)]
         target = args[0].strip()
+        if target in self.vicidial_agis:
+            return  # one of VICIdial's own AGIs, declared by the file: its arguments are VICIdial's
         if not (
             target.startswith("${")
             or re.fullmatch(r"(.*/)?vicirec\.agi", target)
@@ -763,12 +778,19 @@ class Linter:
             return
         action = args[1].strip()
         if "${" in action or action.upper() not in ACTIONS:
-            self.add("AGI_ACTION", path, line, f"action {action!r} is not a literal START, STOP or STATUS")
+            self.add("AGI_ACTION", path, line,
+                     f"action {action!r} is not a literal {'/'.join(sorted(ACTIONS))}")
             return
         action = action.upper()
+        if action in ("GRAB", "ANSWER", "GOSUB"):
+            self.check_step(action, [a for a in args[2:] if a.strip()], path, line)
+            return
         seen: set[str] = set()
         for pos, arg in enumerate(args[2:]):
             key, eq, value = arg.partition("=")
+            dash = DASH_OPTION_RE.match(arg.strip())
+            if dash and not eq:
+                key, eq, value = dash.group(1).lower(), "-", dash.group(2)
             if not eq or "${" in key:
                 # positional: the stage, only right after a START
                 if pos != 0 or action != "START":
@@ -792,6 +814,23 @@ class Linter:
             seen.add(key)
             if key == "confirm" and value and "${" not in value and not CONFIRM_RE.match(value):
                 self.add("AGI_OPTION", path, line, f"confirm={value!r} is not a number of seconds")
+
+    def check_step(self, action: str, args: list[str], path: str, line: int) -> None:
+        """GRAB [agent=U], ANSWER WORD, GOSUB CONTEXT[,EXTEN[,PRIORITY]] (vicirec.request)."""
+        literal = [a for a in args if "${" not in a]
+        if action == "GRAB":
+            for arg in literal:
+                key = arg.partition("=")[0] if "=" in arg else (DASH_OPTION_RE.match(arg) or [None, ""])[1]
+                if str(key).lower() != "agent":
+                    self.add("AGI_OPTION", path, line, f"GRAB takes only agent= (got {arg!r})")
+        elif action == "ANSWER":
+            if len(args) != 1 or (literal and not re.fullmatch(r"[A-Za-z0-9_-]{1,20}", literal[0])):
+                self.add("AGI_OPTION", path, line, "ANSWER takes one answer: [A-Za-z0-9_-], at most 20")
+        else:
+            if not 1 <= len(args) <= 3:
+                self.add("AGI_OPTION", path, line, "GOSUB takes a context, then an extension and a priority")
+            elif not args[0].startswith("${") and args[0] not in {*self.contexts, *self.external}:
+                self.add("BAD_TARGET", path, line, f"GOSUB to [{args[0]}], which no shipped file defines")
 
     # ---- whole-file passes --------------------------------------------------------------------
 
@@ -996,6 +1035,7 @@ class MiniPbx:
         self.logs: list[str] = []
         self.dials: list[str] = []
         self.trace: list[str] = []
+        self.hung_up = False
 
     # ---- substitution ---------------------------------------------------------------------------
 
@@ -1139,6 +1179,9 @@ class MiniPbx:
                 return  # end of a top-level extension (e.g. dialplan_exec): back to the caller
             self.trace.append(f"{e}@{c}:{n} {prio.app}")
             nxt = self.exec_app(prio.app, prio.data, (c, e, n))
+            if nxt == "HANGUP":
+                self.hung_up = True
+                return
             if nxt == "RETURN":
                 if len(self.frames) <= base:
                     raise DialplanError("Return without Gosub: stack is empty")
@@ -1168,6 +1211,8 @@ class MiniPbx:
             return dest
         if al == "return":
             return "RETURN"
+        if al == "hangup":
+            return "HANGUP"
         if al == "goto":
             return self._jump(self.substitute(data), c, e)
         if al == "gotoif":
@@ -1180,7 +1225,7 @@ class MiniPbx:
         if al == "set":
             name, _, value = sub.partition("=")
             self.set_var(name.strip(), value)
-        elif al in ("noop", "verbose", "answer", "wait"):
+        elif al in ("noop", "verbose", "answer", "wait", "waitexten"):
             pass
         elif al == "log":
             self.logs.append(sub)

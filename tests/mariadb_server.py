@@ -12,9 +12,9 @@ With neither, the tests skip and say why; ``VICIREC_TEST_MYSQL_REQUIRED=1`` (for
 into a failure. Use it as ``from mariadb_server import mariadb`` in a test module (no
 ``pytest_plugins``): the fixture is a thin wrapper around one server per test process.
 
-The schema is ``tests/sql/vicidial_live_agents.sql``. Accounts: ``vicirec_ro`` may only SELECT
-``vicidial_live_agents``; ``vicirec_rw`` may do anything in the database, like VICIdial's ``cron``
-user (to show that vicirec's read-only transaction, not the grant, keeps it from writing).
+The schema is ``tests/sql/*.sql`` (``vicidial_live_agents``, ``vicidial_auto_calls``). Accounts:
+``vicirec_ro`` may only SELECT those tables; ``vicirec_rw`` may do anything in the database, like
+VICIdial's ``cron`` user (to show that vicirec's read-only transaction, not the grant, keeps it from writing).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ DATABASE = "vicirec_test"
 RO_USER = "vicirec_ro"
 RW_USER = "vicirec_rw"
 SCHEMA = Path(__file__).resolve().parent / "sql" / "vicidial_live_agents.sql"
+#: Every table of the fixture (one ``CREATE TABLE`` a file); ``vicirec_ro`` may SELECT each.
+SCHEMAS = sorted(SCHEMA.parent.glob("*.sql"))
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 AGENT_COLUMNS = (
@@ -162,7 +164,8 @@ class MariaDb:
                 cursor.execute(f"DROP DATABASE IF EXISTS {self.database}")
                 cursor.execute(f"CREATE DATABASE {self.database}")
                 cursor.execute(f"USE {self.database}")
-                cursor.execute(SCHEMA.read_text(encoding="ascii"))
+                for schema in SCHEMAS:
+                    cursor.execute(schema.read_text(encoding="ascii"))
                 for user, password in ((RO_USER, self.ro_password), (RW_USER, self.rw_password)):
                     for host in ("%", "localhost"):
                         cursor.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
@@ -170,9 +173,9 @@ class MariaDb:
                             f"CREATE USER '{user}'@'{host}' IDENTIFIED BY {connection.escape(password)}"
                         )
                 for host in ("%", "localhost"):
-                    cursor.execute(
-                        f"GRANT SELECT ON {self.database}.vicidial_live_agents TO '{RO_USER}'@'{host}'"
-                    )
+                    for schema in SCHEMAS:
+                        table = f"{self.database}.{schema.stem}"
+                        cursor.execute(f"GRANT SELECT ON {table} TO '{RO_USER}'@'{host}'")
                     cursor.execute(f"GRANT ALL PRIVILEGES ON {self.database}.* TO '{RW_USER}'@'{host}'")
         finally:
             connection.close()

@@ -386,7 +386,8 @@ def test_session_finds_the_agent_whose_room_the_caller_is_in(agents: Sequence[Li
         ({"VICIREC_ROOM": "8600052,x"}, "VICIREC_ROOM is not a conference number (digits only)"),
         ({"VICIREC_ROOM": "8600052)}"}, "VICIREC_ROOM is not a conference number (digits only)"),
         ({"VICIREC_ROOM": "room1"}, "VICIREC_ROOM is not a conference number (digits only)"),
-        ({"VICIREC_ROOM": "8600052"}, "ConfBridge lists no parties in room 8600052"),
+        ({"VICIREC_ROOM": "8600052"},
+         "neither ConfBridge nor MeetMe lists parties in room 8600052 (VICIdial numbers MeetMe rooms so)"),
         (
             {
                 "VICIREC_ROOM": "8600052",

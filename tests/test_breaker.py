@@ -207,6 +207,9 @@ def test_client_stops_hammering_a_refused_port() -> None:
     try:
         breaker = CircuitBreaker(failure_threshold=3, cool_down=30.0)
         client = client_for(f"http://127.0.0.1:{port}/agc/api.php", breaker)
+        with pytest.raises(Unreachable, match="connection refused"):
+            client.recording(Action.STATUS, "1000", Deadline(3.0))
+        assert client.requests_sent == 2  # a refused connect is tried once more, not until the deadline
         with pytest.raises(Unreachable) as first:
             client.recording(Action.STATUS, "1000", Deadline(3.0))
         assert client.requests_sent == 3  # the 4th attempt met the open breaker

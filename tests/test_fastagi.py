@@ -28,6 +28,7 @@ from vicirec.engine import VARIABLE_NAMES
 from vicirec.fastagi.daemon import build_runtime
 from vicirec.fastagi.sdnotify import Notifier
 from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
+from vicirec.fastagi.session import CLAIM_VARIABLE
 from vicirec.redaction import Redactor
 from vicirec.testing.fake_asterisk import AgiRun, FakeAsterisk, FakeChannel, HangupPlan
 from vicirec.testing.simulator import API_PASS, API_USER, Fault, VicidialSimulator
@@ -119,7 +120,9 @@ def fastagi(port: int, args: list[str], channel: FakeChannel, script: str = "vic
 
 
 def vicirec_vars(channel: FakeChannel) -> dict[str, str]:
-    return {name: value for name, value in channel.variables.items() if name.startswith("VICIREC_")}
+    """The report's variables (the daemon's claim on the call is checked on its own)."""
+    return {name: value for name, value in channel.variables.items()
+            if name.startswith("VICIREC_") and name != CLAIM_VARIABLE}
 
 
 def customer(**kw: Any) -> FakeChannel:
@@ -256,8 +259,9 @@ def test_multi_line_520_reply_is_read_whole_and_the_session_stays_in_step(
            b"\nagi_arg_1: STATUS\n\n")
     with serving(server_config(tmp_path, sim)) as (_server, port):
         commands = _raw_session(port, env, answer)
-    assert commands[0].startswith(b"GET VARIABLE")
-    sets = [c.split(b" ")[2] for c in commands if c.startswith(b"SET VARIABLE")]
+    assert commands[0] == b'SET VARIABLE VICIREC_CLAIMED "1"'
+    assert commands[1].startswith(b"GET VARIABLE")
+    sets = [c.split(b" ")[2] for c in commands[1:] if c.startswith(b"SET VARIABLE")]
     assert sets == [name.encode() for name in VARIABLE_NAMES]  # every reply matched its command
     assert b'SET VARIABLE VICIREC_RESULT "ERROR"' in commands
 
@@ -276,7 +280,7 @@ def test_511_dead_channel_reply_marks_the_hangup_and_the_variables_still_go_out(
     with serving(server_config(tmp_path, sim)) as (_server, port):
         commands = _raw_session(port, env, answer)
     assert [c.split(b" ")[2] for c in commands if c.startswith(b"SET VARIABLE")] == [
-        name.encode() for name in VARIABLE_NAMES]
+        CLAIM_VARIABLE.encode(), *(name.encode() for name in VARIABLE_NAMES)]
     invocation = [e for e in log_events(log_path) if e["event"] == "invocation"][-1]
     assert invocation["hung_up"] is True and invocation["variables_set"] is True
 
@@ -369,11 +373,43 @@ def test_session_deadline_closes_a_peer_that_stops_answering(
     with serving(config) as (server, port):
         with socket.create_connection((HOST, port)) as conn:
             conn.sendall(b"agi_network: yes\nagi_network_script: vicirec\nagi_request: x\n"
-                         b"agi_channel: SIP/x\nagi_arg_1: STATUS\n\n")  # then never answers a command
+                         b"agi_channel: SIP/x\nagi_arg_1: STATUS\n\n")
+            assert _read_line(conn) == b'SET VARIABLE VICIREC_CLAIMED "1"'
+            conn.sendall(b"200 result=1\n")  # the claim; then it never answers a command
             elapsed = _closed_within(conn, 5.0)
         assert server.stats.overdue == 1
     assert 0.5 <= elapsed < 1.2
     assert any(e["event"] == "fastagi_session_deadline" for e in log_events(log_path))
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data.rstrip(b"\n")
+
+
+def test_the_claim_is_the_first_command_and_nothing_happens_without_its_reply(
+    sim: VicidialSimulator, tmp_path: Path, log_path: Path
+) -> None:
+    """The dialplan library runs the process AGI when the daemon did not claim the call: so the
+    daemon must act only once Asterisk has acknowledged the claim (then the variable is set)."""
+    env = (b"agi_network: yes\nagi_network_script: vicirec\nagi_request: agi://127.0.0.1/vicirec\n"
+           b"agi_channel: SIP/x-3\nagi_uniqueid: 3.3\nagi_calleridname: " + CALL_ID.encode() +
+           b"\nagi_arg_1: START\nagi_arg_2: agent=1000\n\n")
+    with serving(server_config(tmp_path, sim, call={"deadline": 0.5})) as (_server, port):
+        with socket.create_connection((HOST, port)) as conn:
+            conn.sendall(env)
+            assert _read_line(conn) == b'SET VARIABLE VICIREC_CLAIMED "1"'  # before anything else
+            _closed_within(conn, 5.0)  # Asterisk never acknowledges it
+        time.sleep(0.2)
+    assert sim.count() == 0  # no START, no lookup
+    failed = [e for e in log_events(log_path) if e["event"] == "fastagi_claim_failed"]
+    assert len(failed) == 1 and failed[0]["uniqueid"] == "3.3"
+    assert not [e for e in log_events(log_path) if e["event"] == "invocation"]
 
 
 def test_allowlist_closes_other_peers_at_once(sim: VicidialSimulator, tmp_path: Path, log_path: Path) -> None:
@@ -497,7 +533,10 @@ def test_exit_codes_for_a_bad_config_and_a_taken_port(sim: VicidialSimulator, tm
     missing = subprocess.run([*serve, "--config", str(tmp_path / "missing.toml")], check=False,
                              capture_output=True, timeout=20)
     assert missing.returncode == 78, missing.stderr
-    assert b"fastagi_config_error" in missing.stderr
+    # One plain line for the admin at the terminal, not a JSON log object.
+    assert missing.stderr.decode().splitlines() == [
+        f"vicirec serve: config file {tmp_path / 'missing.toml'} does not exist "
+        "(fix it, run `vicirec check`, start again)"]
     config = write_config(tmp_path / "vicirec.toml", sim)
     with socket.socket() as taken:
         taken.bind((HOST, 0))

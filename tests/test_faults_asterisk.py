@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -234,7 +234,8 @@ def test_exit_on_hangup_during_the_http_call(rig: Rig, transport: str) -> None:
     if endpoint.transport == "fastagi":  # the daemon finishes the session after Asterisk left
         wait_for_invocation(endpoint, channel.uniqueid, began + deadline_for(transport) + MARGIN)
     assert_gone_quietly(run, endpoint, uniqueid=channel.uniqueid)
-    assert not any(name.startswith("VICIREC_") for name in run.channel.variables)
+    reported = [name for name in run.channel.variables if name.startswith("VICIREC_")]
+    assert reported == (["VICIREC_CLAIMED"] if transport == "fastagi" else [])  # the daemon's claim only
     assert seen and rig.sim.starts_for(agent) == 1
     event = invocation_event(endpoint, channel.uniqueid)
     assert (event["result"], event["action"], event["hung_up"]) == ("OK", "START", True)
@@ -248,9 +249,21 @@ def test_asterisk_closes_right_after_the_environment(rig: Rig, transport: str) -
     began = time.monotonic()
     run = endpoint.run(["STATUS", f"agent={agent}"], channel, close_after_env=True)
     if endpoint.transport == "fastagi":
-        wait_for_invocation(endpoint, channel.uniqueid, began + deadline_for(transport) + MARGIN)
-    assert_gone_quietly(run, endpoint, uniqueid=channel.uniqueid)
+        # the daemon cannot claim the call, so it does nothing with it: no request, no variables
+        until = began + deadline_for(transport) + MARGIN
+        while time.monotonic() < until and not claim_failures(endpoint, channel.uniqueid):
+            time.sleep(0.05)
+        assert len(claim_failures(endpoint, channel.uniqueid)) == 1
+        assert_gone_quietly(run, endpoint)
+        assert rig.sim.count(agent_user=agent) == 0
+    else:
+        assert_gone_quietly(run, endpoint, uniqueid=channel.uniqueid)
     assert time.monotonic() - began <= deadline_for(transport) + MARGIN
+
+
+def claim_failures(endpoint: Endpoint, uniqueid: str) -> list[dict[str, Any]]:
+    return [e for e in log_events(endpoint.log)
+            if e.get("event") == "fastagi_claim_failed" and e.get("uniqueid") == uniqueid]
 
 
 def wait_for_invocation(endpoint: Endpoint, uniqueid: str, until: float) -> None:

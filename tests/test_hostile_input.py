@@ -228,7 +228,7 @@ def test_hostile_caller_id_name_is_never_sent(lab: Lab) -> None:
 
 def check(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vicirec", "check", "--config", str(config)],
+        [sys.executable, "-m", "vicirec", "check", "--offline", "--config", str(config)],
         capture_output=True, text=True, timeout=30, check=False,
     )
 

@@ -76,10 +76,12 @@ class Run:
         return self.stdout + self.stderr
 
 
-def run_installer(root: Path, *options: str, check: bool = True) -> Run:
+def run_installer(root: Path, *options: str, check: bool = True, tmpdir: Optional[Path] = None) -> Run:
     python, py_options = pick_python()
     args = ["bash", str(INSTALL), "--root", str(root), "--python", python, *py_options, *options]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHON"))}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     started = time.monotonic()
     res = subprocess.run(args, check=False, capture_output=True, text=True, timeout=300, env=env)
     run = Run(root, res.returncode, res.stdout, res.stderr, time.monotonic() - started)
@@ -134,13 +136,16 @@ def test_help_lists_every_option() -> None:
                          timeout=30)
     assert res.returncode == 0
     for option in ("--root", "--prefix", "--python", "--agi-bin", "--asterisk-etc", "--config-dir", "--group",
-                   "--source", "--pip-args", "--with-mysql", "--no-systemd", "--venv-system-site-packages"):
+                   "--source", "--pip-args", "--with-mysql", "--no-systemd", "--venv-system-site-packages",
+                   "--asterisk-user", "--astguiclient-conf", "--lookup", "--log-dir", "--state-dir",
+                   "--logrotate-dir", "--no-logrotate", "--systemd-dir", "--bin-dir", "--no-bin-link"):
         assert option in res.stdout, option
 
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--prefix"], ["--prefix", "relative/path"],
                                   ["--source", "/nonexistent-vicirec-src"],
-                                  ["--prefix", "/opt/with space"]])
+                                  ["--prefix", "/opt/with space"], ["--log-dir", "/var/log/a|b"],
+                                  ["--lookup", "ldap"], ["--group", "wheel;rm"]])
 def test_bad_options_fail_before_touching_anything(tmp_path: Path, args: list[str]) -> None:
     res = subprocess.run(["bash", str(INSTALL), "--root", str(tmp_path / "r"), *args], check=False,
                          capture_output=True, text=True, timeout=30)
@@ -211,13 +216,11 @@ ENV_BLOCK = [
 ]
 
 
-def test_installed_agi_speaks_agi_end_to_end(installed: Installed, tmp_path: Path) -> None:
-    """Run vicirec.agi the way Asterisk does (argv + env block on stdin, replies to each command).
-
-    The staged venv was installed with --no-deps; a .pth file lends it this test run's own
-    site-packages for the dependencies. With no config file the AGI must still report, and exit 0.
-    """
-    venv = installed.root / "opt/vicirec/venv"
+def run_staged_agi(root: Path, agi: Path, env: dict[str, str]) -> dict[str, str]:
+    """Run a staged vicirec.agi the way Asterisk does (argv + env block on stdin, a reply to each
+    command) and return the variables it set. The staged venv was installed with --no-deps; a .pth
+    file lends it this test run's own site-packages for the dependencies."""
+    venv = root / Path(shebang(agi)[0]).parent.parent.relative_to("/")  # the staged venv of its shebang
     purelib = subprocess.run([str(venv / "bin/python3"), "-I", "-c",
                               "import sysconfig, sys; print(sysconfig.get_paths()['purelib']); "
                               "print('{}.{}'.format(*sys.version_info[:2]))"],
@@ -227,9 +230,6 @@ def test_installed_agi_speaks_agi_end_to_end(installed: Installed, tmp_path: Pat
     bridge = Path(purelib[0]) / "zz_test_bridge.pth"
     bridge.write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     try:
-        agi = installed.root / "var/lib/asterisk/agi-bin/vicirec.agi"
-        env = {"PATH": "/usr/bin:/bin", "VICIREC_CONFIG": str(tmp_path / "missing.toml"),
-               "AST_AGI_DIR": str(agi.parent)}
         proc = subprocess.Popen([str(venv / "bin/python3"), "-I", str(agi), "START", "_CONSENT", "confirm=3"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env, cwd="/")
@@ -246,9 +246,18 @@ def test_installed_agi_speaks_agi_end_to_end(installed: Installed, tmp_path: Pat
         assert proc.wait(timeout=30) == 0
     finally:
         bridge.unlink()
-    sets = dict(re.findall(r'^SET VARIABLE (\w+) "(.*)"$', "\n".join(commands), re.MULTILINE))
-    assert sets.get("VICIREC_RESULT") == "ERROR", commands
-    assert sets.get("VICIREC_ERROR") == "CONFIG", commands
+    return dict(re.findall(r'^SET VARIABLE (\w+) "(.*)"$', "\n".join(commands), re.MULTILINE))
+
+
+def test_installed_agi_speaks_agi_end_to_end(installed: Installed, tmp_path: Path) -> None:
+    """With no config file the AGI must still report, and exit 0."""
+    agi = installed.root / "var/lib/asterisk/agi-bin/vicirec.agi"
+    env = {"PATH": "/usr/bin:/bin", "VICIREC_CONFIG": str(tmp_path / "missing.toml"),
+           "AST_AGI_DIR": str(agi.parent)}
+    sets = run_staged_agi(installed.root, agi, env)
+    assert sets.get("VICIREC_RESULT") == "ERROR", sets
+    assert sets.get("VICIREC_ERROR") == "CONFIG", sets
+    assert "missing.toml" in sets["VICIREC_MESSAGE"]  # Asterisk's VICIREC_CONFIG still wins
 
 
 def test_config_installed_private_and_complete(installed: Installed) -> None:
@@ -438,4 +447,169 @@ def test_custom_paths_reach_the_shebang_the_unit_and_the_layout(tmp_path: Path) 
     settings = unit_settings(unit.read_text(encoding="utf-8"))
     assert settings["ExecStart"] == ["/srv/vicirec/venv/bin/vicirec serve --config /etc/vr/vicirec.toml"]
     assert settings["SupplementaryGroups"] == [current_group()]
-    assert "/srv/vicirec/venv/bin/vicirec check --config /etc/vr/vicirec.toml" in run.stdout
+    assert "vicirec check --config /etc/vr/vicirec.toml" in run.stdout
+    # the process AGI reads the same config as the unit and `check` (it used to read /etc/vicirec)
+    wrapper = agi.read_text(encoding="utf-8")
+    assert 'os.environ.setdefault("VICIREC_CONFIG", "/etc/vr/vicirec.toml")' in wrapper
+    sets = run_staged_agi(tmp_path, agi, {"PATH": "/usr/bin:/bin"})
+    assert sets["VICIREC_ERROR"] == "CONFIG"
+    assert "/etc/vr/vicirec.toml" in sets["VICIREC_MESSAGE"], sets
+    assert "/etc/vicirec/" not in sets["VICIREC_MESSAGE"]
+
+
+# --- the agent lookup, who Asterisk runs as, and what the installer may write -----------------
+
+
+def test_without_astguiclient_conf_the_lookup_stays_http_and_the_installer_says_what_it_misses(
+    installed: Installed,
+) -> None:
+    conf = (installed.root / "etc/vicirec/vicirec.toml").read_text(encoding="utf-8")
+    assert re.search(r'^lookup = "http"$', conf, re.MULTILINE)
+    out = installed.first.stdout
+    assert "agent lookup: http (no /etc/astguiclient.conf here)" in out
+    assert "NO_AGENT" in out and "cannot be corroborated" in out
+    assert "Asterisk runs as asterisk:asterisk" in out
+
+
+def test_the_vicirec_command_is_linked_onto_path(installed: Installed) -> None:
+    link = installed.root / "usr/local/bin/vicirec"
+    assert link.is_symlink()
+    assert os.readlink(link) == "/opt/vicirec/venv/bin/vicirec"  # the final path, not the staged one
+    assert "vicirec check --config /etc/vicirec/vicirec.toml" in installed.first.stdout
+    assert "sudo -u asterisk vicirec check" in installed.first.stdout
+
+
+def test_daemon_is_the_default_and_an_upgrade_says_to_restart_it(installed: Installed) -> None:
+    first, second = installed.first.stdout, installed.second.stdout
+    assert "systemctl enable --now vicirec-fastagi.service" in first
+    assert "agi://127.0.0.1:4573/vicirec" in first and "vicirec.agi" in first
+    assert "systemctl try-restart vicirec-fastagi.service" in second  # the unit was there already
+
+
+VICIDIAL_ASTERISK_CONF = """\
+[directories]
+astetcdir => /etc/asterisk
+[options]
+;runuser = asterisk        ; VICIdial starts Asterisk as root (start_asterisk_boot.pl, no -U/-G)
+;rungroup = asterisk
+verbose = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def vicidial_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Run]:
+    """A staged VICIdial telephony server: astguiclient.conf present, Asterisk as root."""
+    root = tmp_path_factory.mktemp("vicidial")
+    (root / "etc/asterisk").mkdir(parents=True)
+    (root / "etc/asterisk/asterisk.conf").write_text(VICIDIAL_ASTERISK_CONF, encoding="utf-8")
+    (root / "srv/vici").mkdir(parents=True)
+    astguiclient = root / "srv/vici/astguiclient.conf"
+    astguiclient.write_text("VARserver_ip => 10.10.10.15\nVARDB_server => localhost\n", encoding="utf-8")
+    astguiclient.chmod(0o644)
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "usr/local/bin/vicirec").write_text("#!/bin/sh\n# the admin's own\n", encoding="utf-8")
+    return root, run_installer(root, "--astguiclient-conf", "/srv/vici/astguiclient.conf")
+
+
+def test_vicidial_server_gets_the_mysql_lookup_in_a_new_config(vicidial_root: tuple[Path, Run]) -> None:
+    root, run = vicidial_root
+    conf = (root / "etc/vicirec/vicirec.toml").read_text(encoding="utf-8")
+    assert re.search(r'^lookup = "mysql"$', conf, re.MULTILINE)
+    assert re.search(r'^astguiclient_conf = "/srv/vici/astguiclient.conf"$', conf, re.MULTILINE)
+    assert "agent lookup: mysql" in run.stdout
+    from vicirec.config import config_from_mapping  # noqa: PLC0415
+
+    try:
+        import tomllib  # noqa: PLC0415
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]  # noqa: PLC0415
+    assert config_from_mapping(tomllib.loads(conf)).agents.lookup == "mysql"
+    # the mysql extra was asked for (offline here, PyMySQL may not come along: then a warning)
+    venv_python = str(root / "opt/vicirec/venv/bin/python3")
+    assert "PyMySQL is not importable" in run.stderr or subprocess.run(
+        [venv_python, "-I", "-c", "import pymysql"], check=False).returncode == 0
+
+
+def test_asterisk_as_root_reaches_every_file_and_message(vicidial_root: tuple[Path, Run]) -> None:
+    root, run = vicidial_root
+    assert "Asterisk runs as root:root (from VICIdial" in run.stdout
+    rotate = (root / "etc/logrotate.d/vicirec").read_text(encoding="utf-8")
+    directives = [line.strip() for line in rotate.splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")]
+    assert directives.count("su root root") == 2
+    assert directives.count("create 0660 root root") == 2
+    assert not [line for line in directives if "asterisk" in line]
+    unit = unit_settings((root / "etc/systemd/system/vicirec-fastagi.service").read_text(encoding="utf-8"))
+    assert unit["SupplementaryGroups"] == ["root"]
+    assert "sudo -u" not in run.stdout
+    assert "Asterisk user (root):\n        /opt/vicirec/venv/bin/vicirec check --config" in run.stdout
+    # an admin's own /usr/local/bin/vicirec is left alone
+    assert "exists and is not a symlink: left alone" in run.stderr
+    assert (root / "usr/local/bin/vicirec").read_text(encoding="utf-8").endswith("the admin's own\n")
+
+
+def test_an_existing_config_is_never_switched_to_mysql(vicidial_root: tuple[Path, Run]) -> None:
+    root, _run = vicidial_root
+    conf = root / "etc/vicirec/vicirec.toml"
+    before = conf.read_text(encoding="utf-8")
+    conf.write_text(before.replace('lookup = "mysql"', 'lookup = "http"'), encoding="utf-8")
+    run = run_installer(root, "--astguiclient-conf", "/srv/vici/astguiclient.conf", "--no-systemd")
+    assert 'lookup = "http"' in conf.read_text(encoding="utf-8")
+    assert "keeps lookup = \"http\"" in run.stdout and 'Set lookup = "mysql" there' in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("asterisk_conf", "options", "expected"),
+    [
+        ("[options]\nrunuser = asterisk\nrungroup = asterisk\n", [],
+         "asterisk:asterisk (from runuser/rungroup"),
+        ("[options]\nrunuser => pbx ; comment\n", [], "pbx:pbx (from runuser/rungroup"),
+        ("[files]\nrunuser = nope\n", ["--group", "root"], "root:root (from --group root)"),
+        ("", ["--asterisk-user", "root", "--group", "root"], "root:root (from --asterisk-user/--group)"),
+    ],
+)
+def test_asterisk_identity_detection(
+    tmp_path: Path, asterisk_conf: str, options: list[str], expected: str
+) -> None:
+    etc = tmp_path / "etc/asterisk"
+    etc.mkdir(parents=True)
+    (etc / "asterisk.conf").write_text(asterisk_conf, encoding="utf-8")
+    run = run_installer(tmp_path, "--no-systemd", "--no-bin-link", *options)
+    assert f"Asterisk runs as {expected}" in run.stdout
+
+
+PATH_OPTIONS = {
+    "--prefix": "/p/opt", "--agi-bin": "/p/agi", "--asterisk-etc": "/p/ast", "--config-dir": "/p/conf",
+    "--log-dir": "/p/log", "--state-dir": "/p/state", "--logrotate-dir": "/p/logrotate",
+    "--systemd-dir": "/p/systemd", "--bin-dir": "/p/bin", "--astguiclient-conf": "/p/none/astguiclient.conf",
+}
+
+
+@pytest.mark.parametrize("switches", [[], ["--no-systemd", "--no-logrotate", "--no-bin-link"]],
+                         ids=["all", "minimal"])
+def test_the_installer_writes_only_below_the_paths_it_is_given(tmp_path: Path, switches: list[str]) -> None:
+    root, temp = tmp_path / "root", tmp_path / "tmp"
+    root.mkdir()
+    temp.mkdir()
+    options = [item for pair in PATH_OPTIONS.items() for item in pair]
+    run = run_installer(root, *options, "--group", current_group(), *switches, tmpdir=temp)
+    assert sorted(p.name for p in root.iterdir()) == ["p"]  # nothing in /var, /etc, /usr
+    expected = {"opt", "agi", "ast", "conf", "log", "state"}
+    if not switches:
+        expected |= {"logrotate", "systemd", "bin"}
+    assert {p.name for p in (root / "p").iterdir()} == expected
+    assert list(temp.iterdir()) == []  # its scratch directory is gone
+    conf = (root / "p/conf/vicirec.toml").read_text(encoding="utf-8")
+    assert 'path = "/p/log/vicirec.log"' in conf and 'path = "/p/state/audit.jsonl"' in conf
+    agi = (root / "p/agi/vicirec.agi").read_text(encoding="utf-8")
+    assert '"/p/conf/vicirec.toml"' in agi and agi.startswith("#!/p/opt/venv/bin/python3 -I\n")
+    if not switches:
+        rotate = (root / "p/logrotate/vicirec").read_text(encoding="utf-8")
+        assert "\n/p/log/*.log {" in rotate and "\n/p/state/*.jsonl {" in rotate
+        assert "/var/" not in "".join(line for line in rotate.splitlines(True) if not line.startswith("#"))
+        unit = unit_settings((root / "p/systemd/vicirec-fastagi.service").read_text(encoding="utf-8"))
+        assert unit["ReadWritePaths"] == ["/p/log /p/state"]
+        assert unit["ExecStart"] == ["/p/opt/venv/bin/vicirec serve --config /p/conf/vicirec.toml"]
+        assert os.readlink(root / "p/bin/vicirec") == "/p/opt/venv/bin/vicirec"
+    else:
+        assert "VICIREC_AGI=vicirec.agi" in run.stdout  # no daemon: how to skip trying it

@@ -236,6 +236,7 @@ def test_an_earlier_discovery_is_not_taken_for_the_dialplan_s_choice(
 # In an AGI, stdout is the protocol channel: only the command-line front ends may print, and no
 # module on a call's path imports them.
 COMMAND_LINE_MODULES = {"commands/cli.py", "commands/check.py", "commands/demo.py", "commands/audit.py",
+                        "commands/act.py", "commands/whois.py",
                         "testing/simulator/cli.py"}
 
 

@@ -66,6 +66,10 @@ EXPECTED: dict[str, Expected] = {
     "L09": S.COMMAND_SENT, "L10": E.BAD_RESPONSE, "L11": E.BAD_RESPONSE, "L12": S.NOT_RECORDING,
     "S01": E.BAD_RESPONSE, "S02": E.BAD_RESPONSE, "S03": E.BAD_RESPONSE, "S04": E.BAD_RESPONSE,
     "S05": E.BAD_RESPONSE,
+    # park_call (the park IVR's hand-back); K07's value is one vicirec never sends
+    "K01": "PARK_IVR_CUSTOMER|1000", "K02": "GRAB_IVR_CUSTOMER|1000", "K03": E.NO_AGENT,
+    "K04": E.NOT_LOGGED_IN, "K05": E.BAD_REQUEST, "K06": E.BAD_REQUEST, "K07": "GRAB_IVR_CUSTOMERX|1000",
+    "K08": E.PERMISSION, "K09": E.AUTH,
 }
 
 CASES = load_corpus()
@@ -95,6 +99,9 @@ def _parse(case: CorpusCase) -> Expected:
     if function == "agent_status":
         status = responses.parse_agent_status(case.body)
         return f"{status.status}/{status.session_id}"
+    if function == "park_call":
+        reply = responses.parse_park_call_reply(case.body)
+        return f"{reply.value}|{reply.agent}"
     if function in ("callid_info", "lead_search", "recording_lookup"):
         line = responses.find_result_line(case.body)
         responses.raise_for_error(line)

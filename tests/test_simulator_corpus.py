@@ -86,6 +86,7 @@ CLOCK: dict[str, str] = {
     "N06": "2026-11-23 18:33:54",
     "N11": "2026-11-23 18:33:54",
     **{f"L{n:02d}": "2026-11-23 18:33:55" for n in range(1, 13)},
+    "K09": "2026-12-02 18:59:23",  # the park_call cases were captured later (echoed SQL: now-900)
 }
 LIFE_CYCLE = [f"L{n:02d}" for n in range(1, 13)]
 #: Cases that continue the state another case left behind.
@@ -355,6 +356,9 @@ def _run_case(sim: VicidialSimulator, clock: FakeClock, case: CorpusCase) -> Non
 
     apply_setup(sim, case, clock.now)
     agent_user = _agent_of(case, sim)
+    if case.external_park is not None:
+        for row in sim.state.agent_rows(case.external_park[0]):
+            assert row.external_park.encode() == case.external_park[1], case.case_id
     if case.external_recording_before is not None:
         for row in sim.state.agent_rows(agent_user):
             assert row.external_recording.encode() == case.external_recording_before, case.case_id
@@ -364,6 +368,10 @@ def _run_case(sim: VicidialSimulator, clock: FakeClock, case: CorpusCase) -> Non
     assert status == case.http_status, case.case_id
     assert headers == PHP_HEADERS, case.case_id
     assert body == case.body, case.case_id
+    if case.external_park is not None:
+        park_agent, _before, park_after = case.external_park
+        for row in sim.state.agent_rows(park_agent):
+            assert row.external_park.encode() == park_after, case.case_id
     if case.external_recording_after is not None:
         rows = sim.state.agent_rows(agent_user)
         assert rows, case.case_id

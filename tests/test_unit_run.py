@@ -460,7 +460,7 @@ def test_config_errors_exit_with_a_status_the_unit_does_not_restart(
     assert code == 78, stderr.read_text(errors="replace")
     assert str(code) in staged.unit.restart_prevent_exit_status
     errors = stderr.read_text(errors="replace")
-    assert "fastagi_config_error" in errors and expected in errors, errors
+    assert "vicirec serve: " in errors and expected in errors, errors
     assert "Traceback" not in errors
     fields = [f for n in said for f in n.fields]
     assert "READY=1" not in fields

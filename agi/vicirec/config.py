@@ -92,6 +92,11 @@ class FastAgiSettings:
     max_line_bytes: int = 8192
     allow: tuple[str, ...] = ()
     grace_seconds: float = 10.0
+    # CONSENT (fastagi/deferred.py): one read of VICIdial's database per interval for every pending
+    # consent; a consent no agent took within consent_timeout seconds is forgotten (not recorded).
+    consent_poll_interval: float = 0.25
+    consent_timeout: float = 600.0
+    consent_max_pending: int = 1000
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,9 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{name} must be a list of strings")
         return tuple(value)
     if not isinstance(value, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            key = name.rpartition(".")[2]
+            raise ConfigError(f'{name} must be a string: put it in quotes ({key} = "{value}")')
         raise ConfigError(f"{name} must be a string")
     return value
 
@@ -291,6 +299,12 @@ def _validate(config: Config) -> list[str]:
             ipaddress.ip_network(entry, strict=False)
         except ValueError as exc:
             raise ConfigError(f"fastagi.allow: {entry!r} is not an address or network") from exc
+    if not 0.05 <= fastagi.consent_poll_interval <= 5:
+        raise ConfigError("fastagi.consent_poll_interval must be 0.05-5 seconds")
+    if not 0 < fastagi.consent_timeout <= 3600:
+        raise ConfigError("fastagi.consent_timeout must be above 0 and at most 3600 seconds")
+    if not 1 <= fastagi.consent_max_pending <= 10000:
+        raise ConfigError("fastagi.consent_max_pending must be 1-10000")
     exposure = exposure_warning(fastagi)
     if exposure:
         warnings.append(exposure)

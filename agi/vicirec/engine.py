@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
+from vicirec import park
 from vicirec.agents.chain import AgentDirectory, ChannelView, ResolveContext, Resolver, resolve_agent
 from vicirec.asterisk.codec import AgiEnvironment
 from vicirec.config import Config
 from vicirec.deadline import Deadline
-from vicirec.errors import ErrorCode, VicirecError
+from vicirec.errors import BadRequest, ErrorCode, VicirecError
 from vicirec.redaction import Redactor
-from vicirec.request import Invocation, parse_arguments
+from vicirec.request import CONSENT_NEEDS_DAEMON, Invocation, Step, is_consent, parse_arguments
 from vicirec.vicidial.client import VicidialClient
 from vicirec.vicidial.responses import Action, RecordingFields, RecordingReply, RecordingState
 from vicirec.vicidial.stage import sanitize_stage
@@ -57,7 +58,7 @@ class Report:
         values = {
             "VICIREC_RESULT": "OK" if self.ok else "ERROR",
             "VICIREC_ERROR": self.error.value if self.error else "",
-            "VICIREC_MESSAGE": _printable(self.message)[:MESSAGE_MAX_CHARS],
+            "VICIREC_MESSAGE": shorten_message(_printable(self.message)),
             "VICIREC_ACTION": self.action,
             "VICIREC_AGENT": self.agent,
             "VICIREC_AGENT_SOURCE": self.agent_source,
@@ -88,6 +89,18 @@ class Report:
             "filename": self.fields.filename if self.fields and self.fields.recording_id else "",
             "confirmed_after": self.confirmed_after,
         }
+
+
+def shorten_message(text: str, limit: int = MESSAGE_MAX_CHARS) -> str:
+    """``text`` when it fits, else cut at the last word that fits and ended with "…" (the log keeps
+    the whole reason)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"
 
 
 def _printable(text: str) -> str:
@@ -138,8 +151,12 @@ class RecordingService:
     ) -> Report:
         report = Report(ok=False)
         try:
+            if is_consent(args):  # only the daemon can hold a pending consent: fail closed here
+                raise BadRequest(CONSENT_NEEDS_DAEMON)
             invocation = parse_arguments(args)
             report = replace(report, action=invocation.action.value)
+            if not invocation.needs_agent:
+                return self._agentless(invocation, report, channel)
             context = ResolveContext(
                 invocation=invocation, environment=environment, channel=channel,
                 directory=self.directory, deadline=deadline, config=self.config,
@@ -153,9 +170,16 @@ class RecordingService:
 
     # --- actions ------------------------------------------------------------------------------
 
+    def _agentless(self, invocation: Invocation, report: Report, channel: ChannelView) -> Report:
+        if invocation.action is Step.ANSWER:
+            return park.answer(invocation, report)
+        return park.gosub(invocation, report, channel)
+
     def _act(self, invocation: Invocation, report: Report, deadline: Deadline) -> Report:
         confirm = self.config.call.confirm if invocation.confirm is None else invocation.confirm
         work = Deadline(max(0.0, deadline.remaining() - REPORT_RESERVE_SECONDS))
+        if invocation.action is Step.GRAB:
+            return park.grab(self.client, report, work)
         if invocation.action is Action.STATUS:
             return self._status(report, work)
         if invocation.action is Action.START:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from vicirec.asterisk import codec
 from vicirec.asterisk.channel import AgiSession
+from vicirec.asterisk.codec import AgiEnvironment
 from vicirec.deadline import Deadline
 from vicirec.engine import Report
 from vicirec.errors import AgiError, ErrorCode
@@ -65,10 +66,17 @@ def audit_invocation(
 ) -> tuple[Report, Optional[bool]]:
     """finish_invocation's first step: the report to set (downgraded when the record could not be
     written) and whether it was (None: no audit trail configured)."""
+    return audit_report(audit, session.environment, report, log, transport=transport)
+
+
+def audit_report(
+    audit: Optional[AuditTrail], environment: AgiEnvironment, report: Report, log: Any, *, transport: str
+) -> tuple[Report, Optional[bool]]:
+    """:func:`audit_invocation` without a session (``vicirec start`` from a shell has none)."""
     if audit is None:
         return report, None
     try:
-        audit.record(report, session.environment, transport=transport)
+        audit.record(report, environment, transport=transport)
     except Exception as error:  # any failure at all: fail closed
         log.exception(
             "audit_write_failed",

@@ -33,6 +33,10 @@ class SessionChannelView:
     def expression(self, expression: str, channel: Optional[str] = None) -> str:
         return self._session.get_full_variable(expression, self._deadline, channel)
 
+    def gosub(self, context: str, extension: str, priority: str, deadline: Deadline) -> Optional[int]:
+        """AGI ``GOSUB``: the dialplan runs now; its own budget, not the invocation's deadline."""
+        return self._session.gosub(context, extension, priority, deadline)
+
 
 def build_resolvers(config: Config, *, server_ip: str = "") -> list[Resolver]:
     """The configured chain, in order. ``server_ip``: this Asterisk server, when the lookup tells

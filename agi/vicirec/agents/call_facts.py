@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from vicirec.agents.chain import ResolveContext
+from vicirec.agents.chain import LiveAgent, ResolveContext
 from vicirec.agents.devices import Device, devices_of_channels, is_party, same_call_leg, split_channel_list
 
 # VICIdial's call id: one capital letter, 9 time digits, the 10-digit zero-padded lead id. ASCII only,
@@ -22,9 +22,33 @@ _CALL_ID = re.compile(r"[A-Z][0-9]{19}", re.ASCII)
 _ROOM = re.compile(r"[0-9]{1,20}", re.ASCII)
 
 
+# With extension_appended_cidname VICIdial writes "<call id> <extension or user>[ <campaign>]"
+# (agi-VDAD_ALL_outbound.agi, agi-VDAD_ALL_inbound.agi); its own park_CID.agi keeps the first token.
+# Only those forms pass: V/M/Y/J ids, one ASCII space before each of at most two suffix words.
+_SUFFIXED_CALL_ID = re.compile(r"([VMYJ][0-9]{19})((?: [A-Za-z0-9_@.+#*:/-]{1,50}){1,2})", re.ASCII)
+
+
 def strict_call_id(value: str) -> Optional[str]:
     """``value`` when it is exactly a VICIdial call id, else ``None``."""
     return value if _CALL_ID.fullmatch(value) else None
+
+
+def call_id_of_name(name: str) -> Optional[str]:
+    """The VICIdial call id a caller ID name carries, or ``None``.
+
+    Either the whole name is a call id, or it is one as VICIdial's ``extension_appended_cidname``
+    writes it (``V1123181500000000001 1000``, ``V1123181500000000001 1000 TESTCAMP``): then the
+    first token must be a ``V``/``M``/``Y``/``J`` id and the suffix one or two plain words, none of
+    them a second call id. Tabs, newlines, doubled or trailing spaces, quotes, pipes never pass.
+    """
+    if _CALL_ID.fullmatch(name):
+        return name
+    match = _SUFFIXED_CALL_ID.fullmatch(name)
+    if match is None:
+        return None
+    if any(_CALL_ID.fullmatch(word) for word in match.group(2).split(" ")[1:]):
+        return None
+    return match.group(1)
 
 
 def lead_id_of(call_id: str) -> int:
@@ -37,9 +61,10 @@ def caller_call_id(context: ResolveContext) -> tuple[Optional[str], str]:
     name = context.environment.known("agi_calleridname")
     if not name:
         return None, "no caller ID name"
-    if strict_call_id(name) is None:
+    call_id = call_id_of_name(name)
+    if call_id is None:
         return None, "caller ID name is not a VICIdial call id"
-    return name, ""
+    return call_id, ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +74,28 @@ class Room:
     number: Optional[str]
     reason: str
     turned_down: bool = False  # a room was named, but this channel is not (or no longer) in it
+    #: False for a MeetMe room: MEETME_INFO counts a room's parties but cannot name them, so the
+    #: room is known to be live, not to hold this channel (see :func:`confirmed_room`).
+    listed: bool = True
+    engine: str = "ConfBridge"
+
+
+# VICIdial numbers its agent sessions by engine (servers.conf_engine): MeetMe, the default up to
+# Asterisk 18, 8600051-8600299; ConfBridge 9600000-9600299.
+MEETME_ROOMS = range(8600051, 8600300)
+CONFBRIDGE_ROOMS = range(9600000, 9600300)
+
+
+def vicidial_engine_of(room: str) -> str:
+    """``MeetMe`` or ``ConfBridge`` for a room number in VICIdial's ranges, else ``""``."""
+    if not _ROOM.fullmatch(room):
+        return ""
+    number = int(room)
+    if number in MEETME_ROOMS:
+        return "MeetMe"
+    if number in CONFBRIDGE_ROOMS:
+        return "ConfBridge"
+    return ""
 
 
 # The conference's announcer channel, which Asterisk names after the room: CBAnn/8600051-0000000e;2
@@ -62,7 +109,8 @@ def confirmed_room(context: ResolveContext) -> Room:
     ``ConfBridge()``) or, when that is unset, by the conference's announcer channel in
     ``BRIDGEPEER`` (Asterisk names it ``CBAnn/<room>-...``; callers cannot choose it). A variable
     stays on the channel after the caller leaves the conference, so the room counts only while
-    ``CONFBRIDGE_CHANNELS(parties,<room>)`` still names this channel.
+    ``CONFBRIDGE_CHANNELS(parties,<room>)`` still names this channel. A room ConfBridge does not
+    know may be a MeetMe room (VICIdial's default engine up to Asterisk 18): see :func:`_meetme_room`.
     """
     variable = context.config.agents.room_variable
     value = context.variable(variable)
@@ -76,11 +124,27 @@ def confirmed_room(context: ResolveContext) -> Room:
         return Room(None, f"{variable} is not a conference number (digits only)")
     parties = split_channel_list(context.expression(f"${{CONFBRIDGE_CHANNELS(parties,{value})}}"))
     if not parties:
-        return Room(None, f"ConfBridge lists no parties in room {value}")
+        return _meetme_room(context, value)
     own = context.environment.channel
     if not any(same_call_leg(own, party) for party in parties):
         return Room(None, f"this channel is not a party of ConfBridge room {value}", turned_down=True)
     return Room(value, "")
+
+
+def _meetme_room(context: ResolveContext, value: str) -> Room:
+    """A room ConfBridge does not know, asked of MeetMe (``MEETME_INFO(parties,<room>)``: a count).
+
+    A channel running an AGI is not inside MeetMe (MeetMe runs no dialplan for its members), so a
+    MeetMe room here is one the dialplan noted (``agents.room_variable``) before the customer
+    left it: for the park IVR, the agent's room. It counts while it has parties, as an unlisted
+    room: only an agent on this very call may be taken from it (resolvers.SessionResolver)."""
+    count = context.expression(f"${{MEETME_INFO(parties,{value})}}").strip()
+    if count.isascii() and count.isdigit() and int(count) > 0:
+        return Room(value, f"MeetMe room {value} has {int(count)} parties (MeetMe cannot name them)",
+                    listed=False, engine="MeetMe")
+    engine = vicidial_engine_of(value)
+    hint = f" (VICIdial numbers {engine} rooms so)" if engine else ""
+    return Room(None, f"neither ConfBridge nor MeetMe lists parties in room {value}{hint}")
 
 
 def bridge_parties(context: ResolveContext) -> list[str]:
@@ -93,6 +157,18 @@ def bridge_parties(context: ResolveContext) -> list[str]:
 def call_devices(context: ResolveContext) -> list[Device]:
     """The phones on this call: the bridge parties', then this channel's own (the agent may press)."""
     return devices_of_channels([*bridge_parties(context), context.environment.channel])
+
+
+def on_this_call(agent: LiveAgent, context: ResolveContext) -> bool:
+    """The agent row's call is this channel's: same call id in CALLERID(name) (VICIdial's own join,
+    park_CID.agi), same uniqueid or linkedid, or this very channel."""
+    call_id, _why = caller_call_id(context)
+    if call_id is not None and agent.callerid == call_id:
+        return True
+    environment = context.environment
+    if agent.uniqueid and agent.uniqueid in (environment.uniqueid, linkedid(context)):
+        return True
+    return bool(agent.channel) and same_call_leg(agent.channel, environment.channel)
 
 
 def linkedid(context: ResolveContext) -> str:

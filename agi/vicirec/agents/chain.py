@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Union
 
 from vicirec.asterisk.codec import AgiEnvironment
 from vicirec.config import Config
 from vicirec.deadline import Deadline
-from vicirec.errors import NoAgent
+from vicirec.errors import NoAgent, VicirecError
 from vicirec.request import Invocation
 
 
@@ -136,3 +136,51 @@ def resolve_agent(resolvers: Sequence[Resolver], context: ResolveContext) -> Res
     ordered = sorted(verdicts, key=lambda v: not v.refused)
     reasons = "; ".join(f"{v.resolver}: {v.reason}" for v in ordered) or "no resolvers configured"
     raise NoAgent(f"no agent found ({reasons})")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Every resolver's verdict (the chain stops at an explicit answer; this does not), and what
+    the chain concludes from them: a :class:`Resolution`, or the error a call would get."""
+
+    verdicts: tuple[Verdict, ...]
+    resolution: Optional[Resolution]
+    error: Optional[VicirecError]
+
+
+class _Replay:
+    """A resolver whose verdict (or error) is already known: lets the chain conclude again."""
+
+    def __init__(self, resolver: Resolver, outcome: Union[Verdict, VicirecError]) -> None:
+        self.name = resolver.name
+        self.explicit = resolver.explicit
+        self._outcome = outcome
+
+    def resolve(self, context: ResolveContext) -> Verdict:
+        if isinstance(self._outcome, VicirecError):
+            raise self._outcome
+        return self._outcome
+
+
+def explain_agent(resolvers: Sequence[Resolver], context: ResolveContext) -> Explanation:
+    """Run every resolver, even past an explicit answer or a failed lookup, and conclude as
+    :func:`resolve_agent` does (``vicirec whois``: the admin's view of a ``NO_AGENT``)."""
+    outcomes: list[Union[Verdict, VicirecError]] = []
+    verdicts: list[Verdict] = []
+    for resolver in resolvers:
+        try:
+            outcome: Union[Verdict, VicirecError] = resolver.resolve(context)
+        except VicirecError as error:
+            outcome = error
+        outcomes.append(outcome)
+        if isinstance(outcome, VicirecError):
+            verdicts.append(Verdict(resolver.name, None, f"{outcome.code.value}: {outcome.message}",
+                                    refused=True))
+        else:
+            verdicts.append(outcome)
+    replay = [_Replay(resolver, outcome) for resolver, outcome in zip(resolvers, outcomes)]
+    try:
+        resolution = resolve_agent(replay, context)
+    except VicirecError as error:
+        return Explanation(tuple(verdicts), None, error)
+    return Explanation(tuple(verdicts), resolution, None)

@@ -6,7 +6,8 @@ VICIdial-controlled fact agrees (first match wins, cheapest first):
 
 * ``uniqueid``: the agent row's ``uniqueid`` is this channel's ``agi_uniqueid`` or ``CHANNEL(linkedid)``;
 * ``channel``: the agent row's ``channel`` is this channel (either half of a Local channel);
-* ``room``: the agent's ``conf_exten`` is the ConfBridge room this channel is verifiably a party of;
+* ``room``: the agent's ``conf_exten`` is the ConfBridge room this channel is verifiably a party of,
+  or the live MeetMe room the dialplan noted for this channel (a match only: MeetMe cannot list);
 * ``bridge``: the agent's phone (``extension``) is bridged with this channel.
 
 A fact counts only where both sides hold a value. If at least one could be checked and none
@@ -53,10 +54,15 @@ def corroborate(agent: LiveAgent, context: ResolveContext) -> Corroboration:
         checked.append("channel")
     if agent.session_id:
         room = confirmed_room(context)
-        if room.number is not None:
+        if room.number is not None and room.listed:
             if room.number == agent.session_id:
                 return Corroboration(Support.CONFIRMED, f"this channel is in the agent's room {room.number}")
             checked.append("room")
+        elif room.number is not None and room.number == agent.session_id:
+            # MeetMe: the dialplan noted the room when the customer entered it, and it is live.
+            # A different room proves nothing (the customer may have moved since), so only a match counts.
+            return Corroboration(Support.CONFIRMED, f"this channel came from the agent's live MeetMe room "
+                                 f"{room.number}")
     phone = device_of_extension(agent.extension) if agent.extension else None
     if phone is not None and bridge_parties(context):
         if any(device.key == phone.key for device in call_devices(context)):

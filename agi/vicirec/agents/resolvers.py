@@ -12,7 +12,8 @@ Discovered (all run; two different agents is ``NO_AGENT``, never a guess):
 * ``lead_id``: the lead id inside that call id is one agent's ``lead_id``. Corroborated likewise.
 * ``session``: this channel is a party of the ConfBridge room named by ``agents.room_variable`` (or
   by the conference's announcer in ``BRIDGEPEER``) and one agent's ``conf_exten`` is that room (on
-  this server, where the lookup tells servers apart).
+  this server, where the lookup tells servers apart). A MeetMe room (``MEETME_INFO`` counts its
+  parties but cannot name them) counts only for an agent whose call is this channel's.
 * ``bridge_peer``: a phone bridged with this channel (``BRIDGEPEER``, or this channel itself when
   the agent pressed the key) is one agent's ``extension``. Needs a lookup that reports phones (mysql).
 * ``static_map``: the same phones, looked up in ``agents.map_file`` instead of VICIdial.
@@ -23,7 +24,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Callable
 
-from vicirec.agents.call_facts import bridge_parties, call_devices, caller_call_id, confirmed_room, lead_id_of
+from vicirec.agents.call_facts import (
+    bridge_parties,
+    call_devices,
+    caller_call_id,
+    confirmed_room,
+    lead_id_of,
+    on_this_call,
+)
 from vicirec.agents.chain import LiveAgent, ResolveContext, Resolver, Verdict
 from vicirec.agents.corroboration import Support, corroborate
 from vicirec.agents.devices import device_of_extension
@@ -172,7 +180,13 @@ class SessionResolver:
         if len(users) > 1:
             return Verdict(self.name, None, f"session {room.number} matches {len(users)} agents "
                            "(on different servers?)", refused=True)
-        user = next(iter(users))
+        user, rows = next(iter(users.items()))
+        if not room.listed:
+            if not any(on_this_call(row, context) for row in rows):
+                return Verdict(self.name, None, f"{room.reason}; agent {user}'s call there is not this "
+                               "channel's", refused=True)
+            return Verdict(self.name, user, f"agent {user}'s {room.engine} room {room.number} and this "
+                           "channel share the call")
         return Verdict(self.name, user, f"this channel is in agent {user}'s room {room.number}")
 
 

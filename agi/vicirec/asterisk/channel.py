@@ -232,6 +232,11 @@ class AgiSession:
     def verbose(self, message: str, deadline: Deadline, level: int = 3) -> None:
         self.execute(codec.verbose(message, level), deadline)
 
+    def gosub(self, context: str, extension: str, priority: str, deadline: Deadline) -> Optional[int]:
+        """Run a dialplan subroutine now (``100 Trying`` first, ``200`` when it returns): the
+        result (0 done, -1 no such location)."""
+        return self.execute(codec.gosub(context, extension, priority), deadline).result
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True

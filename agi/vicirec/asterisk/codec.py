@@ -190,6 +190,10 @@ def verbose(message: str, level: int = 1) -> bytes:
     return encode_command("VERBOSE", quote_word(clean_value(message)), str(int(level)))
 
 
+def gosub(context: str, extension: str, priority: str) -> bytes:
+    return encode_command("GOSUB", context, extension, priority)
+
+
 def channel_status() -> bytes:
     return encode_command("CHANNEL STATUS")
 
@@ -265,6 +269,9 @@ class ReplyReader:
             return None
         if text == "HANGUP":
             return HangupNotice()
+        if text.startswith("100 "):
+            return None  # "100 result=0 Trying...": GOSUB's interim line; its 200 follows
+
         if text.startswith("520-"):
             self._usage = [text]
             return None

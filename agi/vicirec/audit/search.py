@@ -32,7 +32,7 @@ class AuditFilter:
     until: Optional[datetime] = None   # exclusive
     caller: Optional[str] = None       # a phone number, compared as the file stores it
     key: Optional[bytes] = None        # to compare with hashed numbers
-    consent: bool = False              # START records with outcome OK
+    consent: bool = False              # START (and CONSENT) records with outcome OK
 
     def matches(self, record: AuditRecord) -> bool:
         if self.uniqueid is not None and record.uniqueid != self.uniqueid:
@@ -43,7 +43,7 @@ class AuditFilter:
             return False
         if self.outcome is not None and record.outcome.upper() != self.outcome.upper():
             return False
-        if self.consent and (record.action != "START" or record.outcome != "OK"):
+        if self.consent and (record.action not in ("START", "CONSENT") or record.outcome != "OK"):
             return False
         if self.since is not None or self.until is not None:
             try:

@@ -48,6 +48,7 @@ _MESSAGE_MAX_CHARS = 300
 _FIELD_MAX_CHARS = 120
 _CALLER_MAX_CHARS = 80
 CALLER_MODES = ("hash", "mask", "clear", "omit")
+_ONLY_WHEN_SET = ("consent_id", "deferred")
 
 
 class AuditError(VicirecError):
@@ -66,13 +67,13 @@ class AuditRecord:
     v: int
     time: str                        # UTC, ISO 8601 with milliseconds: 2024-05-01T12:00:00.123Z
     host: str                        # the telephony server that ran the AGI
-    transport: str                   # process | fastagi
+    transport: str                   # process | fastagi | cli (vicirec start|stop|status)
     uniqueid: str
     channel: str
     caller: str                      # as [audit] caller_number says; "" when omitted or unknown
     agent: str
     agent_source: str                # how the agent was found (argument, call_id, ...)
-    action: str                      # START | STOP | STATUS ("" when the request was refused)
+    action: str                      # START | STOP | STATUS | CONSENT ("" when the request was refused)
     stage: str
     outcome: str                     # OK | ERROR
     error: str                       # VICIREC_ERROR ("" on OK)
@@ -81,9 +82,17 @@ class AuditRecord:
     recording_id: str
     filename: str
     confirmed_after: Optional[float]  # seconds from START/STOP to VICIdial's confirmation
+    # CONSENT (fastagi/deferred.py): the consent's id, on the CONSENT record and on the START the
+    # daemon later sent for it (deferred = true), which links the two.
+    consent_id: str = ""
+    deferred: bool = False
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        data = asdict(self)
+        for name in _ONLY_WHEN_SET:  # records without a consent keep the v1 keys exactly
+            if not data[name]:
+                del data[name]
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, line: str) -> AuditRecord:
@@ -96,6 +105,8 @@ class AuditRecord:
             value = data.get(item.name)
             if item.name == "v":
                 values["v"] = value if isinstance(value, int) else 0
+            elif item.name == "deferred":
+                values["deferred"] = value is True
             elif item.name == "recording":
                 values["recording"] = value if isinstance(value, bool) else None
             elif item.name == "confirmed_after":
@@ -288,7 +299,8 @@ class AuditTrail:
         return protect_number(number, self.caller_mode, key)
 
     def build(
-        self, report: Report, *, uniqueid: str, channel: str, caller_number: str, transport: str
+        self, report: Report, *, uniqueid: str, channel: str, caller_number: str, transport: str,
+        consent_id: str = "", deferred: bool = False,
     ) -> AuditRecord:
         fields_ = report.fields
         recording_id = fields_.recording_id if fields_ else ""
@@ -313,13 +325,19 @@ class AuditTrail:
             recording_id=_short(recording_id),
             filename=_short(fields_.filename if fields_ and recording_id else ""),
             confirmed_after=report.confirmed_after,
+            consent_id=_short(consent_id),
+            deferred=deferred,
         )
 
-    def record(self, report: Report, environment: AgiEnvironment, *, transport: str) -> AuditRecord:
+    def record(
+        self, report: Report, environment: AgiEnvironment, *, transport: str, consent_id: str = "",
+        deferred: bool = False,
+    ) -> AuditRecord:
         """Build the record of one invocation and write it; raises :class:`AuditError`."""
         record = self.build(
             report, uniqueid=environment.uniqueid, channel=environment.channel,
             caller_number=environment.known("agi_callerid"), transport=transport,
+            consent_id=consent_id, deferred=deferred,
         )
         self.write(record)
         return record

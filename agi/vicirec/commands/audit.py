@@ -27,7 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "default: [audit] path of the config")
     parser.add_argument("--uniqueid", help="the call's Asterisk uniqueid")
     parser.add_argument("--agent", help="VICIdial agent user")
-    parser.add_argument("--action", type=str.upper, choices=("START", "STOP", "STATUS"))
+    parser.add_argument("--action", type=str.upper,
+                        choices=("START", "STOP", "STATUS", "CONSENT", "GRAB", "ANSWER", "GOSUB"))
     parser.add_argument("--outcome", type=str.upper, choices=("OK", "ERROR"))
     parser.add_argument("--since", metavar="WHEN", help="YYYY-MM-DD or ISO time (UTC unless given)")
     parser.add_argument("--until", metavar="WHEN",
@@ -37,7 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--key-file", metavar="PATH",
                         help="HMAC key for --caller when the config cannot be read (default: <path>.key)")
     parser.add_argument("--consent", action="store_true",
-                        help="only consents: START records with outcome OK, with their recording")
+                        help="only consents: START and CONSENT records with outcome OK")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     options = parser.parse_args(argv)
 

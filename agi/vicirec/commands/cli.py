@@ -11,14 +11,20 @@ from typing import Optional, TextIO
 
 from vicirec import __version__
 
-# name -> (module with a main(argv) -> int, one-line help)
+# name -> (module with a main(argv) -> int, or "module:function", one-line help)
 SUBCOMMANDS = {
     "demo": ("vicirec.commands.demo",
              "play one call through the real AGI against the built-in VICIdial simulator"),
     "simulator": ("vicirec.testing.simulator", "run the VICIdial simulator on 127.0.0.1 (--port N)"),
     "serve": ("vicirec.fastagi.daemon", "run the FastAGI daemon (default 127.0.0.1:4573)"),
-    "check": ("vicirec.commands.check", "validate a config file; exit 1 on errors or unsafe settings"),
+    "check": ("vicirec.commands.check",
+              "would the AGI work as configured? asks VICIdial once, checks files (--offline: config)"),
     "audit": ("vicirec.commands.audit", "search the consent / PCI audit trail"),
+    "status": ("vicirec.commands.act:status_main", "--agent U: is the agent's session being recorded?"),
+    "start": ("vicirec.commands.act:start_main", "--agent U [--stage S] [--confirm N]: start recording"),
+    "stop": ("vicirec.commands.act:stop_main", "--agent U [--confirm N]: stop recording"),
+    "whois": ("vicirec.commands.whois",
+              "which agent the resolvers find for --call-id/--uniqueid/--channel/--room, and why"),
 }
 
 
@@ -35,8 +41,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"vicirec: unknown command {name!r}", file=sys.stderr)
         _usage(file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    result: int = module.main(args[1:])
+    module_name, _, function = SUBCOMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    result: int = getattr(module, function or "main")(args[1:])
     return result
 
 

@@ -30,6 +30,7 @@ import requests
 from vicirec import logs
 from vicirec.config import Config, exposure_warning, load_config
 from vicirec.errors import ConfigError
+from vicirec.fastagi.deferred import build_deferred
 from vicirec.fastagi.sdnotify import Notifier
 from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
 from vicirec.fastagi.session import DaemonRuntime, parse_allowlist
@@ -50,7 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _start(options, notifier)
     except ConfigError as error:
-        logs.get_logger().error("fastagi_config_error", error=error.message)
+        # Before the config is read the log is stderr: one plain line, not a JSON object.
+        sys.stderr.write(f"vicirec serve: {error.message} (fix it, run `vicirec check`, start again)\n")
         notifier.status(f"config error: {error.message}")
         return EX_CONFIG
     except Exception as error:  # the last line of defence: log it, tell systemd, exit 70
@@ -94,7 +96,12 @@ def _serve(options: argparse.Namespace, listener: Any, runtime: DaemonRuntime,
         config=runtime.config.source_path,
     )
     notifier.ready(f"listening on {host}:{port}, at most {max_sessions} sessions")
+    sys.stderr.write(f"vicirec serve: listening on {host}:{port}, config {runtime.config.source_path}, "
+                     f"pid {os.getpid()}\n")
+    sys.stderr.flush()
     server.run()
+    if server.runtime.deferred is not None:  # consents still held are forgotten (audited): not recorded
+        server.runtime.deferred.stop()
     logs.get_logger().info("fastagi_stopped", **dataclasses.asdict(server.stats))
     notifier.status("stopped")
     return EX_OK
@@ -142,8 +149,10 @@ def build_runtime(
 ) -> DaemonRuntime:
     """The service every session of this config generation shares (raises ConfigError)."""
     service = build_service(config, session=http, logger=logs.get_logger(), daemon=True)
+    audit = _audit_trail(config, previous)
+    deferred = build_deferred(config, service, audit, previous.deferred if previous is not None else None)
     return DaemonRuntime(config=config, service=service, allow=parse_allowlist(config.fastagi.allow),
-                         audit=_audit_trail(config, previous))
+                         audit=audit, deferred=deferred)
 
 
 def _audit_trail(config: Config, previous: Optional[DaemonRuntime]) -> Any:

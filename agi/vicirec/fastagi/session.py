@@ -24,13 +24,20 @@ from vicirec.errors import AgiError, AgiTimeout, BadRequest, ErrorCode, VicirecE
 from vicirec.fastagi.reporter import Release, Reporter
 from vicirec.fastagi.transport import KernelTimeoutTransport
 from vicirec.reporting import REPORT_SECONDS, audit_invocation
+from vicirec.request import is_consent
 from vicirec.runtime import SessionChannelView
 
 if TYPE_CHECKING:  # pragma: no cover - imported only when an audit trail is configured
     from vicirec.audit.trail import AuditTrail
+    from vicirec.fastagi.deferred import DeferredStarts
 
 #: ``agi://host:port/vicirec,...``: the one script this daemon serves.
 SCRIPT_NAME = "vicirec"
+
+#: Set before anything else happens in a session. The dialplan library clears it before AGI() and
+#: runs the process AGI instead only when it is still empty after AGISTATUS=FAILURE: then this
+#: daemon never took the call and cannot have sent a START.
+CLAIM_VARIABLE = "VICIREC_CLAIMED"
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -43,6 +50,8 @@ class DaemonRuntime:
     service: RecordingService
     allow: tuple[Network, ...]
     audit: Optional[AuditTrail] = None
+    # CONSENT's pending consents (agents.lookup = "mysql" only); the same object across reloads.
+    deferred: Optional[DeferredStarts] = None
 
     def peer_allowed(self, address: str) -> bool:
         """True when no allowlist is configured, or ``address`` is inside one of its networks."""
@@ -127,11 +136,28 @@ def serve_connection(
     path = script_path(env.network_script)
     report: Report
     if path != SCRIPT_NAME:
-        report = unknown_script_report(path)
+        report, audited = audit_invocation(runtime.audit, session, unknown_script_report(path), log,
+                                           transport="fastagi")
+    elif not claim(session, accepted_at, runtime.config, log):
+        return False
+    elif runtime.deferred is not None and is_consent(env.args):
+        report, audited = runtime.deferred.consent(session, log)  # audits it itself (with its id)
     else:
         report = run_service(runtime.service, session, accepted_at, runtime.config, log)
-    report, audited = audit_invocation(runtime.audit, session, report, log, transport="fastagi")
+        report, audited = audit_invocation(runtime.audit, session, report, log, transport="fastagi")
     reporter.submit(conn, peer, session, report, log, started=accepted_at, audited=audited, release=release)
+    return True
+
+
+def claim(session: AgiSession, accepted_at: float, config: Config, log: Any) -> bool:
+    """Set :data:`CLAIM_VARIABLE` and wait for Asterisk's reply (one round trip). False: the
+    claim may not have landed, so the session must end without acting on the call."""
+    deadline = Deadline(work_seconds(config) - (time.monotonic() - accepted_at))
+    try:
+        session.set_variable(CLAIM_VARIABLE, "1", deadline)
+    except AgiError as error:
+        log.warning("fastagi_claim_failed", error=error.message, raw=error.raw)
+        return False
     return True
 
 

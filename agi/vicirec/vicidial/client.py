@@ -7,7 +7,9 @@ body read with a byte cap, and a retry policy that never risks a second recordin
 * a failed login is never retried (ten failures lock the API user out for 15 minutes);
 * START is retried only when the request provably never reached VICIdial (connection refused,
   name resolution failure, connect timeout): each START that arrives can start one more recording;
-* STATUS, STOP and the lookups are retried on any transient fault while time remains.
+* STATUS, STOP and the lookups are retried on any transient fault while time remains;
+* a refused connection or a host name that does not resolve is certain and immediate: it is tried
+  once more (a daemon restarting) and then reported, never retried until the deadline.
 
 The FastAGI daemon passes a :class:`~vicirec.vicidial.breaker.CircuitBreaker`: every attempt asks it first,
 and while VICIdial is known to be down the answer is an immediate ``Unreachable``.
@@ -36,11 +38,23 @@ from vicirec.errors import BadResponse, Unreachable, VicidialError, VicidialTime
 from vicirec.redaction import Redactor
 from vicirec.vicidial import responses
 from vicirec.vicidial.breaker import CircuitBreaker
-from vicirec.vicidial.responses import Action, AgentStatus, LoggedInAgent, RecordingReply
+from vicirec.vicidial.responses import (
+    PARK_CALL_VALUES,
+    Action,
+    AgentStatus,
+    LoggedInAgent,
+    ParkCallReply,
+    RecordingReply,
+)
 
 # Below this much time left, another attempt cannot finish: report instead of trying.
 _MIN_ATTEMPT_SECONDS = 0.05
 _BACKOFF_SECONDS = (0.05, 0.2, 0.5, 1.0)
+# Retries after a refused connection or a name that does not resolve: one (a web server restarting).
+_CERTAIN_RETRIES = 1
+_REFUSED = "connection refused"
+_NO_SUCH_HOST = "host name does not resolve"
+_CERTAIN_REASONS = (_REFUSED, _NO_SUCH_HOST)
 _R = TypeVar("_R")
 # Lines kept in errors and logs are cut to this, always after the password has been masked.
 RAW_MAX_CHARS = 300
@@ -59,13 +73,15 @@ class _Attempt(Exception):
     """A failed attempt: the error to report, and whether the request may have reached VICIdial."""
 
     def __init__(
-        self, error: VicidialError, *, maybe_sent: bool, transient: bool = True, attempted: bool = True
+        self, error: VicidialError, *, maybe_sent: bool, transient: bool = True, attempted: bool = True,
+        certain: bool = False,
     ) -> None:
         super().__init__(error.message)
         self.error = error
         self.maybe_sent = maybe_sent
         self.transient = transient
         self.attempted = attempted  # False: given up before trying (tells nothing about VICIdial)
+        self.certain = certain  # refused / no such host: the answer came at once and will not change
 
     def retryable(self, rule: Retry) -> bool:
         if rule is Retry.NEVER or not self.transient:
@@ -180,21 +196,35 @@ class VicidialClient:
 
     # --- agent API ----------------------------------------------------------------------------
 
-    def recording(self, action: Action, agent: str, deadline: Deadline, stage: str = "") -> RecordingReply:
+    def recording(
+        self, action: Action, agent: str, deadline: Deadline, stage: str = "", *, once: bool = False
+    ) -> RecordingReply:
+        """``once``: exactly one request, whatever happens (``vicirec check``'s probe)."""
         form = self._credentials()
         form.update({"agent_user": agent, "function": "recording", "value": action.value})
         if action is Action.START and stage:
             form["stage"] = stage
         rule = Retry.BEFORE_SEND if action is Action.START else Retry.TRANSIENT
+        if once:
+            rule = Retry.NEVER
         body = self._post(self._api_url, form, deadline, rule)
         return self._parse(lambda: responses.parse_recording_reply(body, action))
 
+    def park_call(self, value: str, agent: str, deadline: Deadline) -> ParkCallReply:
+        """``function=park_call``: writing ``external_park`` again is harmless, so retried like STATUS."""
+        if value not in PARK_CALL_VALUES:
+            raise ValueError(f"not a park_call value: {value!r}")
+        form = self._credentials()
+        form.update({"agent_user": agent, "function": "park_call", "value": value})
+        body = self._post(self._api_url, form, deadline, Retry.TRANSIENT)
+        return self._parse(lambda: responses.parse_park_call_reply(body))
+
     # --- non-agent API ------------------------------------------------------------------------
 
-    def logged_in_agents(self, deadline: Deadline) -> list[LoggedInAgent]:
+    def logged_in_agents(self, deadline: Deadline, *, once: bool = False) -> list[LoggedInAgent]:
         form = self._credentials()
         form["function"] = "logged_in_agents"
-        body = self._post(self._non_agent_api_url, form, deadline, Retry.TRANSIENT)
+        body = self._post(self._non_agent_api_url, form, deadline, Retry.NEVER if once else Retry.TRANSIENT)
         return self._parse(lambda: responses.parse_logged_in_agents(body))
 
     def agent_status(self, agent: str, deadline: Deadline) -> AgentStatus:
@@ -217,6 +247,7 @@ class VicidialClient:
 
     def _post(self, url: str, form: Mapping[str, str], deadline: Deadline, rule: Retry) -> bytes:
         attempt = 0
+        certain = 0
         last: Optional[_Attempt] = None
         while True:
             try:
@@ -229,6 +260,9 @@ class VicidialClient:
                 last = failed
                 pause = _BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)]
                 attempt += 1
+                certain += failed.certain
+                if certain > _CERTAIN_RETRIES:
+                    raise failed.error from None
                 if not failed.retryable(rule) or deadline.remaining() < pause + _MIN_ATTEMPT_SECONDS:
                     raise failed.error from None
                 self._sleep(pause)
@@ -273,8 +307,9 @@ class VicidialClient:
                            maybe_sent=False, transient=False) from exc
         except requests.exceptions.ConnectionError as exc:
             if _never_sent(exc):
-                raise _Attempt(Unreachable(f"cannot connect to VICIdial: {_connect_reason(exc)}"),
-                               maybe_sent=False) from exc
+                reason = _connect_reason(exc)
+                raise _Attempt(Unreachable(f"cannot connect to VICIdial: {reason}"), maybe_sent=False,
+                               certain=reason in _CERTAIN_REASONS) from exc
             raise _Attempt(BadResponse("the connection to VICIdial broke after the request was sent"),
                            maybe_sent=True) from exc
         except requests.exceptions.RequestException as exc:
@@ -475,10 +510,10 @@ def _connect_reason(exc: requests.exceptions.ConnectionError) -> str:
     reason = exc.args[0] if exc.args else None
     reason = getattr(reason, "reason", reason)
     if isinstance(reason, getattr(urllib3.exceptions, "NameResolutionError", ())):
-        return "host name does not resolve"
+        return _NO_SUCH_HOST
     text = str(reason)
     if "Connection refused" in text:
-        return "connection refused"
+        return _REFUSED
     return reason.__class__.__name__
 
 

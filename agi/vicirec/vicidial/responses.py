@@ -95,6 +95,22 @@ class RecordingReply:
     state: RecordingState
 
 
+#: The values agent API ``park_call`` knows. api.php matches them as substrings (corpus K07) and
+#: writes what it got into ``external_park``: vicirec sends exactly one of these.
+PARK_CALL_VALUES = (
+    "PARK_IVR_CUSTOMER", "GRAB_IVR_CUSTOMER", "PARK_CUSTOMER", "GRAB_CUSTOMER", "PARK_XFER", "GRAB_XFER",
+)
+
+
+@dataclass(frozen=True)
+class ParkCallReply:
+    """``SUCCESS: park_call function set - <value>|<agent>``: written for the agent screen to act on."""
+
+    line: ResultLine
+    value: str
+    agent: str
+
+
 @dataclass(frozen=True)
 class LoggedInAgent:
     """One line of ``logged_in_agents``."""
@@ -179,6 +195,19 @@ def parse_recording_reply(body: bytes, action: Action) -> RecordingReply:
     return RecordingReply(line=line, fields=fields, state=state)
 
 
+def parse_park_call_reply(body: bytes) -> ParkCallReply:
+    """The answer to ``function=park_call``; raises the matching error otherwise."""
+    line = find_result_line(body)
+    if line.outcome is Outcome.ERROR:
+        raise_for_error(line)
+    if line.outcome is not Outcome.SUCCESS or line.reason != "park_call function set":
+        raise BadResponse(f"park_call was not accepted: {line.reason!r}", raw=line.raw)
+    value, sep, agent = line.detail.rpartition("|")
+    if not sep or not value:
+        raise BadResponse("park_call answer without its value|agent fields", raw=line.raw)
+    return ParkCallReply(line=line, value=value, agent=agent)
+
+
 def parse_stop_error(line: ResultLine) -> RecordingReply:
     """``stop recording error``: nothing to stop, or a STOP already waiting for the agent screen."""
     fields = parse_recording_fields(line.detail)
@@ -209,6 +238,10 @@ def raise_for_error(line: ResultLine) -> NoReturn:
         error = SourceRejected("VICIdial rejected the configured source", raw=line.raw)
     elif reason == "recording not valid":
         error = RequestRejected("VICIdial rejected the recording request as invalid", raw=line.raw)
+    elif reason == "park_call not valid":
+        error = RequestRejected("VICIdial rejected the park_call request as invalid", raw=line.raw)
+    elif reason == "agent_user does not have a lead on their screen":
+        error = NoAgent("the agent has no call on screen (VICIdial: no lead on their screen)", raw=line.raw)
     elif "CALL NOT FOUND" in reason:
         error = NoAgent("VICIdial knows no such call id", raw=line.raw)
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 ASTERISK_VERSION = "22.10.1"
 
@@ -79,6 +79,9 @@ class FakeChannel:
     variables: dict[str, str] = field(default_factory=dict)
     others: dict[str, dict[str, str]] = field(default_factory=dict)
     hung_up: bool = False
+    #: The dialplan AGI ``GOSUB`` can reach, by context: each runs (channel, extension, priority)
+    #: in place of the subroutine (it may run nested AGIs on this channel, as dialplan would).
+    subroutines: dict[str, Callable[[FakeChannel, str, str], None]] = field(default_factory=dict)
 
     def effective_callingpres(self) -> str:
         if self.callingpres is not None:

@@ -121,6 +121,7 @@ _USAGE: dict[str, str] = {
         "priority or label."
     ),
     "set callerid": "Changes the callerid of the current channel.",
+    "gosub": "Cause the channel to execute the specified dialplan subroutine.",
 }
 
 # (words, allowed on a dead channel, handler method name or "" for the generic 200 result=0), in
@@ -172,7 +173,7 @@ _COMMANDS: list[tuple[tuple[str, ...], bool, str]] = [
     (("speech", "activate", "grammar"), False, ""),
     (("speech", "deactivate", "grammar"), False, ""),
     (("speech", "recognize"), False, ""),
-    (("gosub",), False, ""),
+    (("gosub",), False, "_cmd_gosub"),
 ]
 
 

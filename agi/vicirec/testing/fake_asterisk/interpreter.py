@@ -63,6 +63,7 @@ class AgiInterpreter:
         self.dead = channel.hung_up
         self.verbose: list[tuple[int, str]] = []
         self.execs: list[tuple[str, str]] = []
+        self.gosubs: list[tuple[str, str, str]] = []
 
     # ---- state changes -------------------------------------------------------------------------
 
@@ -481,6 +482,19 @@ class AgiInterpreter:
         self._function_write(b"CALLERID(all)", argv[2])
         return _result(1)
 
+    def _cmd_gosub(self, argv: list[bytes]) -> Optional[Reply]:
+        """As Asterisk 22 answers (checked on the real one): ``100 result=0 Trying...`` then, once
+        the subroutine returned, ``200 result=0 Gosub complete``; no such context: one line."""
+        if len(argv) not in (4, 5):
+            return None
+        context, extension, priority = _s(argv[1]), _s(argv[2]), _s(argv[3])
+        routine = self.channel.subroutines.get(context)
+        if routine is None:
+            return Reply([b"200 result=-1 Gosub label not found\n"])
+        self.gosubs.append((context, extension, priority))
+        routine(self.channel, extension, priority)
+        return Reply([b"100 result=0 Trying...\n", b"200 result=0 Gosub complete\n"])
+
     def _cmd_stream_file(self, argv: list[bytes]) -> Optional[Reply]:
         if len(argv) not in (4, 5):
             return None
@@ -519,4 +533,5 @@ _FUNCTIONS: dict[str, Callable[[AgiInterpreter, _Ctx, bytes], Optional[bytes]]] 
     "ISNULL": AgiInterpreter._fn_isnull,
     "CONFBRIDGE_CHANNELS": AgiInterpreter._fn_empty,
     "CONFBRIDGE_INFO": AgiInterpreter._fn_empty,
+    "MEETME_INFO": AgiInterpreter._fn_empty,
 }

@@ -3,4 +3,4 @@
 from vicirec.testing.simulator.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m vicirec.testing.simulator"))

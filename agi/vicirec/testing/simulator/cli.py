@@ -22,10 +22,10 @@ def _screen_delay_arg(text: str) -> Optional[float]:
     return delay
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: str = "vicirec simulator") -> int:
     """Serve the simulator until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m vicirec.testing.simulator",
+        prog=prog,
         description="Simulated VICIdial agent API (agc/api.php) for tests, demos and dry runs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -61,6 +61,7 @@ class LiveAgent:
     pause_code: str = ""
     sub_status: str = ""
     external_recording: str = ""
+    external_park: str = ""  # park_call writes it (PARK_IVR_CUSTOMER, GRAB_IVR_CUSTOMER...)
     last_update_time: float = 0.0
     #: when the current call began; the screen's recording file names carry this date.
     call_started_at: float = 0.0

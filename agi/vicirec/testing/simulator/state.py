@@ -57,6 +57,9 @@ NON_AGENT_API_PATH = "/vicidial/non_agent_api.php"
 FIRST_RECORDING_ID = 121242
 _LOCK_SECONDS = 900  # user_authorization(): a failed-login lock lasts 15 minutes
 _LOCK_ATTEMPTS = 10
+#: api.php's park_call values, each matched as a substring of what was sent (corpus K07).
+_PARK_CALL_WORDS = (b"PARK_IVR_CUSTOMER", b"GRAB_IVR_CUSTOMER", b"PARK_CUSTOMER", b"GRAB_CUSTOMER",
+                    b"PARK_XFER", b"GRAB_XFER")
 
 
 @dataclass
@@ -514,6 +517,9 @@ class SimulatorState:
             if isinstance(outcome, _Reply):
                 return outcome
             exited = outcome
+        elif function == b"park_call":
+            exited = self._park_call(out=out, api_user=api_user, user=user, value=value,
+                                     agent_user=agent_user, dry=dry)
         if not exited and php_compare_int(close_window_link, 0) > 0:
             out += _CLOSE_WINDOW_LINK
         return _Reply(200, bytes(out))
@@ -586,6 +592,33 @@ class SimulatorState:
             if b"START" in value:
                 self._starts[key] = self._starts.get(key, 0) + 1
         out += b"SUCCESS: recording function sent - %s|%s||||%s" % (agent_user, value, where)
+        return False
+
+    def _park_call(
+        self, *, out: bytearray, api_user: ApiUser, user: bytes, value: bytes, agent_user: bytes, dry: bool
+    ) -> bool:
+        """api.php's ``park_call`` block (corpus K01-K09): the value is matched as a substring and
+        written as sent into ``external_park``. Returns True where api.php calls ``exit``."""
+        if not any(word in value for word in _PARK_CALL_WORDS) or len(agent_user) < 1:
+            out += b"ERROR: park_call not valid - %s|%s\n" % (value, agent_user)
+            return False
+        allowed = api_user.api_allowed_functions
+        if " park_call " not in allowed and "ALL_FUNCTIONS" not in allowed:
+            line = b"ERROR: auth USER DOES NOT HAVE PERMISSION TO USE THIS FUNCTION - %s|%s|park_call|%s\n"
+            out += line % (value, user, _b(api_user.user_group))
+            return True
+        rows = self.live_agents.get(_key(agent_user.decode("latin-1")))
+        if not rows:
+            out += b"ERROR: agent_user is not logged in - %s\n" % agent_user
+            return False
+        if rows[0].lead_id < 1:
+            out += b"ERROR: agent_user does not have a lead on their screen - %s\n" % agent_user
+            return False
+        if not dry:
+            for row in rows:
+                row.external_park = value.decode("latin-1")
+            self._cond.notify_all()
+        out += b"SUCCESS: park_call function set - %s|%s\n" % (value, agent_user)
         return False
 
     # -- non_agent_api.php ----------------------------------------------------------------------
