@@ -1016,7 +1016,7 @@ class MiniPbx:
 
     def __init__(self, files: Sequence[ConfFile], agi: Optional[AgiHandler] = None,
                  digits: Sequence[str] = (), globals_: Optional[dict[str, str]] = None,
-                 agi_status: str = "SUCCESS") -> None:
+                 agi_status: str = "SUCCESS", missing_sounds: Sequence[str] = ()) -> None:
         self.contexts: dict[str, Context] = {}
         for f in files:
             for c in f.contexts:
@@ -1026,6 +1026,7 @@ class MiniPbx:
         self.agi = agi
         self.agi_status_when_silent = agi_status
         self.digits = list(digits)
+        self.missing_sounds = set(missing_sounds)
         self.globals: dict[str, str] = dict(globals_ or {})
         self.vars: dict[str, str] = {"CHANNEL": "PJSIP/customer-00000001"}
         self.frames: list[tuple[tuple[str, str, int], dict[str, Optional[str]]]] = []
@@ -1232,7 +1233,13 @@ class MiniPbx:
             self.played.extend(split_args(sub)[0].split("&"))
         elif al == "read":
             args = split_args(sub) + [""] * 6
-            self.played.extend(p for p in args[1].split("&") if p)
+            prompts = [p for p in args[1].split("&") if p]
+            if self.missing_sounds.intersection(prompts):
+                # Asterisk 22: a missing prompt ends Read() at once with READSTATUS ERROR
+                self.vars[args[0]] = ""
+                self.vars["READSTATUS"] = "ERROR"
+                return None
+            self.played.extend(prompts)
             self.vars[args[0]] = self.digits.pop(0) if self.digits else ""
             self.vars["READSTATUS"] = "OK" if self.vars[args[0]] else "TIMEOUT"
         elif al == "dial":

@@ -478,6 +478,19 @@ def test_consent_declined_or_silent_never_starts(digits: list[str]) -> None:
     assert p.vars["VICIREC_CONSENT"] == "NO"
 
 
+@pytest.mark.parametrize("missing", ["this-call-may-be-monitored-or-recorded", "press-1"])
+def test_consent_that_could_not_ask_is_not_a_no_and_never_starts(missing: str) -> None:
+    """issue 11.3: a missing prompt ends Read() at once (READSTATUS ERROR); that is no answer at all."""
+    agi = FakeAgi(OK_REC)
+    p = pbx(agi, digits=["1"], missing_sounds=[missing])
+    p.gosub("vicirec-example-consent", "s", "1")
+    assert agi.calls == []
+    assert p.vars["VICIREC_CONSENT"] == "NOT_ASKED"
+    assert p.vars["VICIREC_CONSENT_READSTATUS"] == "ERROR"
+    assert [log.split(",", 1)[0] for log in p.logs] == ["WARNING"]
+    assert "auth-thankyou" not in p.played
+
+
 # -- example 2: PCI pause --------------------------------------------------------------------
 
 
