@@ -390,6 +390,7 @@ def test_the_process_agi_refuses_consent(tmp_path: Path, sim: VicidialSimulator)
     assert (answer["VICIREC_RESULT"], answer["VICIREC_ERROR"]) == ("ERROR", "BAD_REQUEST")
     assert "nothing will be recorded" in answer["VICIREC_MESSAGE"]
     assert sim.count(function="recording") == 0
+    assert [(r["action"], r["error"]) for r in audit_lines(tmp_path)] == [("CONSENT", "BAD_REQUEST")]
 
 
 # --- the reader -------------------------------------------------------------------------------------
