@@ -181,8 +181,44 @@ def test_a_daemon_that_is_not_running_means_no_recording_and_the_answer_is_still
         call = MenuCall(tmp_path, config, port, mariadb)
         call.press("1")
     assert call.pbx.vars["AGISTATUS"] == "SUCCESS"  # the last AGI: the in-group's
-    assert call.vicirec_agis == [[DAEMON_URL, "CONSENT", "_CONSENT"], ["vicirec.agi", "ANSWER", "YES_NOT_HELD"]]
+    assert call.vicirec_agis == [[DAEMON_URL, "CONSENT", "_CONSENT"],
+                                 ["vicirec.agi", "ANSWER", "YES_NOT_HELD"]]
     [warning] = call.pbx.logs
     assert "not held - AGISTATUS FAILURE" in warning
     assert recording_requests(sim) == []
     assert actions(tmp_path) == [("ANSWER", "YES_NOT_HELD", "OK", False)]
+
+
+def test_the_recipe_on_a_real_asterisk_records_once_an_agent_takes_the_call(
+    tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb
+) -> None:
+    """Asterisk 22 runs the recipe (VICIdial's AGIs are stand-ins) and connects over FastAGI to the
+    daemon, which holds the consent against Asterisk's own uniqueid; the test then plays VICIdial
+    giving that call to an agent. Skipped where the private Asterisk runtime is missing."""
+    from test_vicidial_flows import MENU_CUSTOMER, RealAsterisk
+
+    agents_ready(mariadb)
+    config = write_config(tmp_path, sim, mariadb)
+    with serving(load_config(str(config))) as (server, port):
+        recipe = tmp_path / EXAMPLE.name
+        recipe.write_text(EXAMPLE.read_text().replace(DAEMON_URL, f"agi://127.0.0.1:{port}/vicirec"))
+        asterisk = RealAsterisk(sim, MENU_CUSTOMER.replace("${KEYS}", "1"), [str(recipe)])
+        agis = asterisk.base / "vicidial-agis.log"
+        try:
+            asterisk.run("channel originate Local/s@vicirec-test-menu-customer extension s@" + MENU)
+            asterisk.wait_for(lambda: agis.is_file() and "agi-VDAD_ALL_inbound.agi" in agis.read_text())
+            in_group = [line.split(" ")[0] for line in agis.read_text().splitlines()]
+            answers = asterisk.trail.is_file()  # the process AGI's trail: no ANSWER on a held consent
+        finally:
+            asterisk.close()
+        assert in_group == ["agi-VDAD_inbound_calltime_check.agi", "agi-VDAD_ALL_inbound.agi"]
+        assert not answers
+        deferred = deferred_of(server)
+        [uniqueid] = deferred.pending_ids()  # Asterisk's uniqueid of the menu's channel
+        assert recording_requests(sim) == []
+        queue_call(mariadb, uniqueid)
+        agent_takes(mariadb, "2001", uniqueid)
+        assert wait_for(lambda: deferred.stats.started == 1)
+        time.sleep(6 * POLL)
+        assert recording_requests(sim) == [("START", "2001", "_CONSENT")]
+    assert actions(tmp_path) == [("CONSENT", "_CONSENT", "OK", False), ("START", "_CONSENT", "OK", True)]
