@@ -49,6 +49,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "dialplan" / "examples" / "vi
 MENU = "vicirec-example-callmenu"
 DAEMON_URL = "agi://127.0.0.1:4573/vicirec"  # as the recipe writes it
 CALL = "1795460000.201"
+CONSENT_AGI = [DAEMON_URL, "CONSENT", "_CONSENT", "confirm=3"]
 
 
 class MenuCall:
@@ -96,6 +97,10 @@ def recording_requests(simulator: VicidialSimulator) -> list[tuple[str, str, str
             for r in simulator.requests if r.params.get("function") == "recording"]
 
 
+def starts(simulator: VicidialSimulator) -> list[tuple[str, str, str]]:
+    return [request for request in recording_requests(simulator) if request[0] == "START"]
+
+
 def test_key_1_holds_the_consent_and_the_recording_starts_once_when_an_agent_takes_the_call(
     tmp_path: Path, sim: VicidialSimulator, mariadb: MariaDb
 ) -> None:
@@ -104,7 +109,7 @@ def test_key_1_holds_the_consent_and_the_recording_starts_once_when_an_agent_tak
     with serving(load_config(str(config))) as (server, port):
         call = MenuCall(tmp_path, config, port, mariadb)
         call.press("1")
-        assert call.vicirec_agis == [[DAEMON_URL, "CONSENT", "_CONSENT"]]  # no ANSWER: CONSENT is the record
+        assert call.vicirec_agis == [CONSENT_AGI]  # no ANSWER: CONSENT is the record
         assert (call.pbx.vars["VICIREC_RESULT"], call.pbx.vars["VICIREC_DEFERRED"]) == ("OK", "1")
         assert call.pbx.logs == []
         assert recording_requests(sim) == []  # queued, no agent yet: nothing recorded
@@ -114,12 +119,14 @@ def test_key_1_holds_the_consent_and_the_recording_starts_once_when_an_agent_tak
         agent_takes(mariadb, "2002", CALL)
         assert wait_for(lambda: deferred.stats.started == 1)
         time.sleep(6 * POLL)  # more polls: still one START
-        assert recording_requests(sim) == [("START", "2002", "_CONSENT")]
+        assert starts(sim) == [("START", "2002", "_CONSENT")]
+        assert {value for value, _, _ in recording_requests(sim)} == {"START", "STATUS"}  # confirm=3
         assert deferred.pending() == 0
     assert actions(tmp_path) == [("CONSENT", "_CONSENT", "OK", False), ("START", "_CONSENT", "OK", True)]
     held, started = audit_lines(tmp_path)
     assert held["consent_id"] == started["consent_id"] and held["uniqueid"] == started["uniqueid"] == CALL
     assert started["agent"] == "2002"
+    assert started["recording"] is True and started["recording_id"].isdigit()  # VICIdial showed it
 
 
 @pytest.mark.parametrize(("key", "answer"), [("2", "NO"), ("t", "NOANSWER")])
@@ -154,7 +161,7 @@ def test_a_consent_the_daemon_refuses_is_not_recorded_and_the_call_goes_on(
     variables = call.pbx.vars
     assert (variables["VICIREC_RESULT"], variables["VICIREC_ERROR"], variables["VICIREC_DEFERRED"]) == (
         "ERROR", "BAD_REQUEST", "")
-    assert call.vicirec_agis == [[DAEMON_URL, "CONSENT", "_CONSENT"]]  # its refusal is the audit record
+    assert call.vicirec_agis == [CONSENT_AGI]  # its refusal is the audit record
     [warning] = call.pbx.logs
     assert warning.startswith(f"WARNING,vicirec: consent of {CALL} not held - AGISTATUS SUCCESS BAD_REQUEST")
     assert warning.endswith("this call will not be recorded")
@@ -181,7 +188,7 @@ def test_a_daemon_that_is_not_running_means_no_recording_and_the_answer_is_still
         call = MenuCall(tmp_path, config, port, mariadb)
         call.press("1")
     assert call.pbx.vars["AGISTATUS"] == "SUCCESS"  # the last AGI: the in-group's
-    assert call.vicirec_agis == [[DAEMON_URL, "CONSENT", "_CONSENT"],
+    assert call.vicirec_agis == [CONSENT_AGI,
                                  ["vicirec.agi", "ANSWER", "YES_NOT_HELD"]]
     [warning] = call.pbx.logs
     assert "not held - AGISTATUS FAILURE" in warning
@@ -220,5 +227,5 @@ def test_the_recipe_on_a_real_asterisk_records_once_an_agent_takes_the_call(
         agent_takes(mariadb, "2001", uniqueid)
         assert wait_for(lambda: deferred.stats.started == 1)
         time.sleep(6 * POLL)
-        assert recording_requests(sim) == [("START", "2001", "_CONSENT")]
+        assert starts(sim) == [("START", "2001", "_CONSENT")]
     assert actions(tmp_path) == [("CONSENT", "_CONSENT", "OK", False), ("START", "_CONSENT", "OK", True)]

@@ -339,7 +339,7 @@ def test_the_call_menu_recipe_survives_the_admin_screens() -> None:
     the routes the recipe uses keep their values. tests/test_callmenu_consent.py runs the recipe."""
     custom = CALL_MENU_RECIPE.read_text(encoding="utf-8").split("; custom dialplan entries\n", 1)[1]
     assert CUSTOM_DIALPLAN_ENTRY.sub("", custom) == custom
-    assert f"AGI({RECIPE_DAEMON},CONSENT,_CONSENT)" in custom
+    assert f"AGI({RECIPE_DAEMON},CONSENT,_CONSENT,confirm=3)" in custom
     assert CALL_MENU_ROUTE_VALUE.sub("", RECIPE_DAEMON) == "agi//127.0.0.14573/vicirec"
     for value in ("8881", "8882", "8880", "vicirec-example-callmenu"):
         assert CALL_MENU_ROUTE_VALUE.sub("", value) == value
