@@ -582,6 +582,8 @@ LINT_OK = [
     "[a]\nexten => s,1,AGI(vicirec.agi,START,_CONSENT,confirm-3,agent-1000)\n",
     "[a]\nexten => s,1,AGI(vicirec.agi,GRAB)\n same => n,AGI(vicirec.agi,GRAB,agent-1000)\n",
     "[a]\nexten => s,1,AGI(vicirec.agi,ANSWER,YES)\n",
+    "[a]\nexten => s,1,AGI(agi://127.0.0.1:4573/vicirec,CONSENT,_CONSENT,confirm=3)\n",
+    "[a]\nexten => s,1,AGI(agi://127.0.0.1/vicirec,CONSENT,_CONSENT,confirm-3)\n",
     "[a]\nexten => s,1,AGI(vicirec.agi,GOSUB,a,s,2)\n same => n,Hangup()\n",
     "; lint: vicidial-generated\n; lint: vicidial-agi agi-VDAD_ALL_inbound.agi\n"
     "[a]\nexten => s,1,Answer\nexten => s,n,AGI(agi-VDAD_ALL_inbound.agi,X-----Y)\nexten => 1,1,Goto(a,s,1)\n"
@@ -591,6 +593,9 @@ LINT_BROKEN = {
     "AGI_OPTION-grab-label": "[a]\nexten => s,1,AGI(vicirec.agi,GRAB,_LABEL)\n",
     "AGI_OPTION-consent-missing": "[a]\nexten => s,1,AGI(vicirec.agi,ANSWER)\n",
     "AGI_OPTION-consent-chars": "[a]\nexten => s,1,AGI(vicirec.agi,ANSWER,a.b)\n",
+    "AGI_ACTION-consent-process-agi": "[a]\nexten => s,1,AGI(vicirec.agi,CONSENT,_CONSENT)\n",
+    "AGI_OPTION-consent-agent": "[a]\nexten => s,1,AGI(agi://127.0.0.1/vicirec,CONSENT,_CONSENT,agent-1000)\n",
+    "AGI_STAGE-consent-label": "[a]\nexten => s,1,AGI(agi://127.0.0.1/vicirec,CONSENT,a.b)\n",
     "AGI_OPTION-dash": "[a]\nexten => s,1,AGI(vicirec.agi,STOP,confirm-soon)\n",
     "AGI_OPTION-dash-twice": "[a]\nexten => s,1,AGI(vicirec.agi,STOP,confirm-1,confirm=2)\n",
     "BAD_TARGET-gosub-step": "[a]\nexten => s,1,AGI(vicirec.agi,GOSUB,nowhere)\n",
