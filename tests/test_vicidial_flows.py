@@ -345,6 +345,21 @@ def test_the_call_menu_recipe_survives_the_admin_screens() -> None:
         assert CALL_MENU_ROUTE_VALUE.sub("", value) == value
 
 
+def test_the_readme_shows_the_call_menu_recipe_as_vicidial_writes_it() -> None:
+    """dialplan/README.md's generated context is the shipped file's, but for the ``h`` line (the
+    file has a NoOp where VICIdial writes its call_log DeadAGI, which Asterisk 22 warns about)."""
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### A Call Menu: consent before the in-group", 1)[1]
+    shown = section.split("```\n", 2)[1].split("```", 1)[0]
+    shipped = CALL_MENU_RECIPE.read_text(encoding="utf-8")
+    shipped = shipped[shipped.index("; vicirec consent menu\n"):]
+    deadagi = [line for line in shown.splitlines() if line.startswith("exten => h,1,")]
+    assert deadagi == ["exten => h,1,DeadAGI(agi://127.0.0.1:4577/call_log--HVcauses--PRI-----NODEBUG-----"
+                       "${HANGUPCAUSE}-----${DIALSTATUS}-----${DIALEDTIME}-----${ANSWEREDTIME})"]
+    noop = "exten => h,1,NoOp(VICIdial writes its call_log DeadAGI here)"
+    assert shown.replace(deadagi[0], noop) == shipped
+
+
 # --- the park IVR loop on a real Asterisk 22 (skipped where the private runtime is missing) ----------
 
 ASTERISK_PRIVATE = Path(os.environ.get("VICIREC_ASTERISK_PRIVATE",
