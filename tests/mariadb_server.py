@@ -12,9 +12,10 @@ With neither, the tests skip and say why; ``VICIREC_TEST_MYSQL_REQUIRED=1`` (for
 into a failure. Use it as ``from mariadb_server import mariadb`` in a test module (no
 ``pytest_plugins``): the fixture is a thin wrapper around one server per test process.
 
-The schema is ``tests/sql/*.sql`` (``vicidial_live_agents``, ``vicidial_auto_calls``). Accounts:
-``vicirec_ro`` may only SELECT those tables; ``vicirec_rw`` may do anything in the database, like
-VICIdial's ``cron`` user (to show that vicirec's read-only transaction, not the grant, keeps it from writing).
+The schema is ``tests/sql/*.sql`` (``vicidial_live_agents``, ``vicidial_auto_calls``,
+``recording_log``). Accounts: ``vicirec_ro`` may only SELECT those tables; ``vicirec_rw`` may do
+anything in the database, like VICIdial's ``cron`` user (to show that vicirec's read-only
+transaction, not the grant, keeps it from writing).
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ class MariaDb:
                         f"INSERT INTO vicidial_live_agents ({', '.join(columns)}) VALUES ({placeholders})",
                         [row[name] for name in columns],
                     )
+        finally:
+            connection.close()
+
+    def clear_recordings(self) -> None:
+        connection = self.admin()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM recording_log")
         finally:
             connection.close()
 
@@ -374,4 +383,5 @@ def mariadb() -> Iterator[MariaDb]:
             pytest.fail(f"MySQL tests required but: {exc}")
         pytest.skip(str(exc))
     server.replace_agents([])
+    server.clear_recordings()
     yield server

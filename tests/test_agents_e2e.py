@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from mariadb_server import MariaDb, ServerUnavailable, get_server
+from sim_mirror import SimulatorMirror
 from vicirec.config import load_config
 from vicirec.testing.fake_asterisk import AgiRun, FakeAsterisk, FakeChannel
 from vicirec.testing.simulator import VicidialSimulator
@@ -55,30 +56,17 @@ def sim() -> Iterator[VicidialSimulator]:
             "1004", conf_exten="8600055", extension="Local/1004@agents", status="INCALL"
         )
         yield simulator
+        while _MIRRORS:
+            _MIRRORS.pop().__exit__(None, None, None)
+
+
+_MIRRORS: list[SimulatorMirror] = []
 
 
 def seed_database(database: MariaDb, simulator: VicidialSimulator) -> None:
-    """``vicidial_live_agents`` as the simulator's state holds it."""
-    with simulator.state.lock:
-        rows = [agent for rows_ in simulator.state.live_agents.values() for agent in rows_]
-    database.replace_agents(
-        [
-            {
-                "user": a.user,
-                "server_ip": a.server_ip,
-                "conf_exten": a.conf_exten,
-                "extension": a.extension,
-                "status": a.status,
-                "lead_id": a.lead_id,
-                "campaign_id": a.campaign_id,
-                "uniqueid": a.uniqueid,
-                "callerid": a.callerid,
-                "channel": a.channel,
-                "external_recording": a.external_recording,
-            }
-            for a in rows
-        ]
-    )
+    """``vicidial_live_agents`` (and ``recording_log``) as the simulator's state holds it, kept so
+    while the test runs (confirmation reads ``external_recording`` from the database)."""
+    _MIRRORS.append(SimulatorMirror(database, simulator).__enter__())
 
 
 def toml(sections: Mapping[str, Mapping[str, Any]]) -> str:

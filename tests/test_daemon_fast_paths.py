@@ -20,7 +20,7 @@ import requests
 
 from vicirec.asterisk.channel import AgiSession
 from vicirec.asterisk.codec import parse_environment
-from vicirec.engine import Report
+from vicirec.engine import VARIABLE_NAMES, Report
 from vicirec.errors import ErrorCode
 from vicirec.fastagi.reporter import Reporter
 from vicirec.reporting import report_commands
@@ -269,7 +269,7 @@ def _run_reporter(replies: dict[int, bytes], *, extra_before: bytes = b""
 def test_reporter_sets_every_variable_one_command_at_a_time() -> None:
     asterisk, log, released, session, report = _run_reporter({})
     assert asterisk.lines == report_commands(report)
-    assert len(asterisk.lines) == 16
+    assert len(asterisk.lines) == len(VARIABLE_NAMES)
     assert not asterisk.pipelined
     assert asterisk.saw_eof  # half-closed after the last reply
     assert len(released) == 1
@@ -282,7 +282,7 @@ def test_reporter_sets_every_variable_one_command_at_a_time() -> None:
 
 def test_reporter_notes_a_hangup_line_between_replies() -> None:
     asterisk, log, _released, session, _report = _run_reporter({}, extra_before=b"HANGUP\n")
-    assert len(asterisk.lines) == 16
+    assert len(asterisk.lines) == len(VARIABLE_NAMES)
     assert session.hung_up
     assert log.events[0][1]["hung_up"] is True and log.events[0][1]["variables_set"] is True
 

@@ -481,12 +481,13 @@ def test_consent_declined_or_silent_never_starts(digits: list[str]) -> None:
 # -- example 2: PCI pause --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "stop_answer",
-    [OK_NOT_REC, {"VICIREC_RESULT": "ERROR", "VICIREC_ERROR": "NOTHING_TO_STOP", "VICIREC_RECORDING": "0"}],
-)
-def test_pci_captures_only_after_a_confirmed_stop_and_resumes(stop_answer: dict[str, str]) -> None:
-    agi = FakeAgi(stop_answer, OK_REC)
+STOPPED_VERIFIED = {"VICIREC_RESULT": "OK", "VICIREC_RECORDING": "0", "VICIREC_VERIFIED": "1"}
+NOTHING_VERIFIED = {"VICIREC_RESULT": "ERROR", "VICIREC_ERROR": "NOTHING_TO_STOP", "VICIREC_RECORDING": "0",
+                    "VICIREC_VERIFIED": "1"}
+
+
+def test_pci_captures_only_after_a_verified_stop_and_resumes() -> None:
+    agi = FakeAgi(STOPPED_VERIFIED, OK_REC)
     p = pbx(agi)
     p.gosub("vicirec-example-pci", "s", "1")
     assert agi.calls == [
@@ -497,6 +498,15 @@ def test_pci_captures_only_after_a_confirmed_stop_and_resumes(stop_answer: dict[
     assert p.vars["VICIREC_PCI"] == "DONE"
 
 
+def test_pci_never_starts_a_recording_that_was_not_running() -> None:
+    agi = FakeAgi(NOTHING_VERIFIED, OK_REC)
+    p = pbx(agi)
+    p.gosub("vicirec-example-pci", "s", "1")
+    assert agi.calls == [[DAEMON, "STOP", "confirm=5"]]
+    assert any(t.startswith("s@vicirec-example-pci-capture") for t in p.trace)
+    assert p.vars["VICIREC_PCI"] == "NOT_RECORDED"
+
+
 @pytest.mark.parametrize(
     "stop_answer",
     [
@@ -504,20 +514,33 @@ def test_pci_captures_only_after_a_confirmed_stop_and_resumes(stop_answer: dict[
         {"VICIREC_RESULT": "ERROR", "VICIREC_ERROR": "NOTHING_TO_STOP", "VICIREC_RECORDING": ""},
         {"VICIREC_RESULT": "ERROR", "VICIREC_ERROR": "TIMEOUT"},
         {"VICIREC_RESULT": "OK", "VICIREC_RECORDING": "1"},
+        {"VICIREC_RESULT": "OK", "VICIREC_RECORDING": "1", "VICIREC_VERIFIED": "1"},
+        OK_NOT_REC,  # confirmed, but not verified (no mysql lookup)
+        {**STOPPED_VERIFIED, "VICIREC_VERIFIED": "0"},
+        {**NOTHING_VERIFIED, "VICIREC_VERIFIED": ""},
         {"AGISTATUS": "FAILURE", "VICIREC_CLAIMED": "1"},  # the daemon took the call and died
     ],
 )
-def test_pci_refuses_capture_unless_the_stop_is_confirmed(stop_answer: Optional[dict[str, str]]) -> None:
+def test_pci_refuses_capture_unless_the_stop_is_verified(stop_answer: Optional[dict[str, str]]) -> None:
     agi = FakeAgi(stop_answer)
     p = pbx(agi, agi_status="FAILURE")
     p.gosub("vicirec-example-pci", "s", "1")
-    assert len(agi.calls) == 1
+    stopped = stop_answer is not None and stop_answer.get("VICIREC_RESULT") == "OK"
+    # a STOP that went through unverified is undone; nothing else is started
+    assert agi.calls[1:] == ([[DAEMON, "START", "_PCIRESUME", "confirm=5"]] if stopped else [])
     assert not any("pci-capture" in t for t in p.trace)
     assert p.vars["VICIREC_PCI"] == "REFUSED"
 
 
+def test_pci_does_not_trust_an_earlier_runs_verdict() -> None:
+    p = pbx(FakeAgi(OK_NOT_REC))  # an AGI that does not report VICIREC_VERIFIED (an older vicirec)
+    p.vars["VICIREC_VERIFIED"] = "1"  # stale, from an earlier STOP
+    p.gosub("vicirec-example-pci", "s", "1")
+    assert p.vars["VICIREC_PCI"] == "REFUSED"
+
+
 def test_pci_reports_a_failed_resume() -> None:
-    p = pbx(FakeAgi(OK_NOT_REC, {"VICIREC_RESULT": "ERROR", "VICIREC_ERROR": "NOT_LOGGED_IN"}))
+    p = pbx(FakeAgi(STOPPED_VERIFIED, {"VICIREC_RESULT": "ERROR", "VICIREC_ERROR": "NOT_LOGGED_IN"}))
     p.gosub("vicirec-example-pci", "s", "1")
     assert p.vars["VICIREC_PCI"] == "RESUME_FAILED"
     assert any("could not resume" in entry for entry in p.logs)

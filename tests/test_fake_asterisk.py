@@ -728,3 +728,16 @@ def test_cli_main_runs_a_process_agi(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["--var", "X=1", "--timeout", "10", "--", sys.executable, str(SIMPLE), "exit:0"]) == 0
     out = capsys.readouterr().out
     assert "SEND b'SET VARIABLE RESULT before-exit\\n'" in out and "AGISTATUS=SUCCESS" in out
+
+
+def test_channels_lists_this_channel_and_the_others_matching_a_regex() -> None:
+    chan = FakeChannel(name="SIP/trunk-0000002a")
+    chan.others["Local/58600051@default-00000012;1"] = {}
+    chan.others["Local/58600051@default-00000012;2"] = {}
+    chan.others["Local/58600052@default-00000013;1"] = {}
+    h = AgiInterpreter(chan).handle
+    assert h(b"GET FULL VARIABLE ${CHANNELS(^Local/58600051@)}").chunks == [
+        b"200 result=1 (Local/58600051@default-00000012;1 Local/58600051@default-00000012;2)\n"]
+    assert h(b"GET FULL VARIABLE x${CHANNELS(^Local/59600051@)}").chunks == [b"200 result=1 (x)\n"]
+    assert h(b"GET FULL VARIABLE ${CHANNELS(trunk)}").chunks == [b"200 result=1 (SIP/trunk-0000002a)\n"]
+    assert h(b"GET FULL VARIABLE ${CHANNELS()}").chunks[0].count(b" Local/5") == 3

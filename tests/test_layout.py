@@ -83,8 +83,8 @@ def test_every_wing_is_a_documented_package() -> None:
 def test_no_module_is_left_loose_that_belongs_to_a_wing() -> None:
     loose = {p.stem for p in PACKAGE.glob("*.py")}
     assert loose == {
-        "__init__", "__main__", "config", "deadline", "engine", "errors", "logs", "park", "process_agi",
-        "redaction", "reporting", "request", "runtime", "shared_files",
+        "__init__", "__main__", "config", "confirmation", "deadline", "engine", "errors", "logs", "park",
+        "process_agi", "redaction", "reporting", "request", "runtime", "shared_files", "verification",
     }
 
 

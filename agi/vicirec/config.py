@@ -49,7 +49,7 @@ class VicidialSettings:
 class CallSettings:
     deadline: float = 6.0
     confirm: float = 0.0
-    confirm_poll_interval: float = 0.25
+    confirm_poll_interval: float = 0.5
     agent_variable: str = "VICIREC_AGENT"
 
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 from vicirec import park
 from vicirec.agents.chain import AgentDirectory, ChannelView, ResolveContext, Resolver, resolve_agent
+from vicirec.agents.recording_db import AgentRecording, RecordingDatabase
 from vicirec.asterisk.codec import AgiEnvironment
 from vicirec.config import Config
+from vicirec.confirmation import Confirmer, PollSchedule
 from vicirec.deadline import Deadline
 from vicirec.errors import BadRequest, ErrorCode, VicirecError
 from vicirec.redaction import Redactor
 from vicirec.request import CONSENT, CONSENT_NEEDS_DAEMON, Invocation, Step, is_consent, parse_arguments
+from vicirec.verification import StopVerifier, Verification
 from vicirec.vicidial.client import VicidialClient
-from vicirec.vicidial.responses import Action, RecordingFields, RecordingReply, RecordingState
+from vicirec.vicidial.responses import Action, RecordingFields, RecordingState
 from vicirec.vicidial.stage import sanitize_stage
 
 # Time kept back from the deadline to write the channel variables after the last HTTP call.
@@ -31,7 +34,7 @@ VARIABLE_NAMES = (
     "VICIREC_RESULT", "VICIREC_ERROR", "VICIREC_MESSAGE", "VICIREC_ACTION", "VICIREC_AGENT",
     "VICIREC_AGENT_SOURCE", "VICIREC_STAGE", "VICIREC_RECORDING", "VICIREC_RECORDING_ID",
     "VICIREC_FILENAME", "VICIREC_RECORDING_SERVER", "VICIREC_START_TIME", "VICIREC_AGENT_SERVER",
-    "VICIREC_SESSION_ID", "VICIREC_AGENT_STATUS", "VICIREC_AGENT_DISCOVERED",
+    "VICIREC_SESSION_ID", "VICIREC_AGENT_STATUS", "VICIREC_AGENT_DISCOVERED", "VICIREC_VERIFIED",
 )
 # Resolvers whose answer the dialplan chose; any other source is a discovery of vicirec's own.
 EXPLICIT_SOURCES = ("argument", "channel_variable")
@@ -51,6 +54,7 @@ class Report:
     recording: Optional[bool] = None
     fields: Optional[RecordingFields] = None
     confirmed_after: Optional[float] = None
+    verified: Optional[bool] = None  # a STOP checked where it was carried out (verification.py)
 
     def variables(self) -> list[tuple[str, str]]:
         fields = self.fields
@@ -72,6 +76,7 @@ class Report:
             "VICIREC_SESSION_ID": fields.session_id if fields else "",
             "VICIREC_AGENT_STATUS": fields.agent_status if fields else "",
             "VICIREC_AGENT_DISCOVERED": "" if self.agent_source in EXPLICIT_SOURCES else self.agent,
+            "VICIREC_VERIFIED": "" if self.verified is None else ("1" if self.verified else "0"),
         }
         return [(name, _token_safe(name, values[name])) for name in VARIABLE_NAMES]
 
@@ -88,6 +93,7 @@ class Report:
             "recording_id": self.fields.recording_id if self.fields else "",
             "filename": self.fields.filename if self.fields and self.fields.recording_id else "",
             "confirmed_after": self.confirmed_after,
+            "verified": self.verified,
         }
 
 
@@ -133,6 +139,7 @@ class RecordingService:
         redactor: Optional[Redactor] = None,
         sleep: Callable[[float], None] = time.sleep,
         on_stage_changed: Optional[Callable[[Mapping[str, str]], None]] = None,
+        recordings: Optional[RecordingDatabase] = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -141,6 +148,9 @@ class RecordingService:
         self._redactor = redactor or Redactor([config.vicidial.password])
         self._sleep = sleep
         self._on_stage_changed = on_stage_changed
+        schedule = PollSchedule(interval=config.call.confirm_poll_interval)
+        self._confirmer = Confirmer(client, recordings, schedule, sleep)
+        self._verifier = StopVerifier(recordings, schedule, sleep) if recordings is not None else None
 
     def handle(
         self,
@@ -164,7 +174,7 @@ class RecordingService:
             )
             resolution = resolve_agent(self.resolvers, context)
             report = replace(report, agent=resolution.agent, agent_source=resolution.source)
-            return self._act(invocation, report, deadline)
+            return self._act(invocation, report, deadline, channel)
         except VicirecError as error:
             error.message = self._redactor.text(error.message)
             return error_report(error, report)
@@ -176,7 +186,9 @@ class RecordingService:
             return park.answer(invocation, report)
         return park.gosub(invocation, report, channel)
 
-    def _act(self, invocation: Invocation, report: Report, deadline: Deadline) -> Report:
+    def _act(
+        self, invocation: Invocation, report: Report, deadline: Deadline, channel: ChannelView
+    ) -> Report:
         confirm = self.config.call.confirm if invocation.confirm is None else invocation.confirm
         work = Deadline(max(0.0, deadline.remaining() - REPORT_RESERVE_SECONDS))
         if invocation.action is Step.GRAB:
@@ -185,7 +197,7 @@ class RecordingService:
             return self._status(report, work)
         if invocation.action is Action.START:
             return self._start(invocation, report, confirm, work)
-        return self._stop(report, confirm, work)
+        return self._stop(report, confirm, work, channel)
 
     def _status(self, report: Report, deadline: Deadline) -> Report:
         reply = self.client.recording(Action.STATUS, report.agent, deadline)
@@ -210,66 +222,70 @@ class RecordingService:
         report = replace(report, fields=reply.fields, message="START sent")
         if confirm <= 0:
             return replace(report, ok=True, message="START sent; not waiting for confirmation")
-        started = time.monotonic()
-        outcome = self._poll(
-            lambda: self.client.recording(Action.STATUS, report.agent, deadline),
-            lambda r: r.state is RecordingState.RECORDING,
-            Deadline(deadline.cut(confirm)),
-        )
-        if isinstance(outcome, RecordingReply) and outcome.state is RecordingState.RECORDING:
+        outcome = self._confirmer.started(report.agent, deadline, Deadline(deadline.cut(confirm)))
+        if outcome.done and outcome.fields is not None:
             return replace(report, ok=True, recording=True, fields=outcome.fields,
-                           confirmed_after=round(time.monotonic() - started, 3),
+                           confirmed_after=outcome.after,
                            message=f"recording {outcome.fields.recording_id} confirmed")
-        detail = f" (last check: {outcome.message})" if isinstance(outcome, VicirecError) else ""
+        detail = f" (last check: {outcome.detail})" if outcome.detail else ""
         return replace(report, ok=False, error=ErrorCode.NOT_CONFIRMED,
                        message=f"START sent but VICIdial showed no recording within {confirm:g} s{detail}")
 
-    def _stop(self, report: Report, confirm: float, deadline: Deadline) -> Report:
+    def _stop(self, report: Report, confirm: float, deadline: Deadline, channel: ChannelView) -> Report:
+        verifier = self._verifier if confirm > 0 else None
+        before = verifier.before(report.agent, deadline) if verifier is not None else None
         reply = self.client.recording(Action.STOP, report.agent, deadline)
+        window = Deadline(deadline.cut(confirm))
         report = replace(report, fields=reply.fields)
         if reply.state is RecordingState.IDLE:
-            return replace(report, ok=False, error=ErrorCode.NOTHING_TO_STOP, recording=False,
-                           message="nothing to stop: no recording is running for this agent")
+            report = replace(report, ok=False, error=ErrorCode.NOTHING_TO_STOP, recording=False,
+                             message="nothing to stop: no recording is running for this agent")
+            return self._verified(report, verifier=verifier, before=before, channel=channel,
+                                  deadline=deadline, window=window)
         pending = reply.state is RecordingState.STOP_PENDING
         sent = "a STOP was already waiting for the agent screen" if pending else "STOP sent"
         if confirm <= 0:
             return replace(report, ok=True, message=f"{sent}; not waiting for confirmation")
-        started = time.monotonic()
-        # STATUS cannot tell a pending stop from idle; another STOP can: it is refused with field 2
-        # "STOP" while the stop waits and empty once the agent screen has acted.
-        outcome = self._poll(
-            lambda: self.client.recording(Action.STOP, report.agent, deadline),
-            lambda r: r.state is RecordingState.IDLE,
-            Deadline(deadline.cut(confirm)),
-        )
-        if isinstance(outcome, RecordingReply) and outcome.state is RecordingState.IDLE:
-            return replace(report, ok=True, recording=False, fields=outcome.fields,
-                           confirmed_after=round(time.monotonic() - started, 3),
-                           message="recording stopped (confirmed)")
-        detail = f" (last check: {outcome.message})" if isinstance(outcome, VicirecError) else ""
+        outcome = self._confirmer.stopped(report.agent, deadline, window)
+        if outcome.done:
+            report = replace(report, ok=True, recording=False, fields=outcome.fields or report.fields,
+                             confirmed_after=outcome.after, message="recording stopped (confirmed)")
+            return self._verified(report, verifier=verifier, before=before, channel=channel,
+                                  deadline=deadline, window=window)
+        detail = f" (last check: {outcome.detail})" if outcome.detail else ""
         return replace(report, ok=False, error=ErrorCode.NOT_CONFIRMED,
                        message=f"{sent} but VICIdial did not confirm within {confirm:g} s{detail}")
 
-    def _poll(
+    def _verified(
         self,
-        ask: Callable[[], RecordingReply],
-        done: Callable[[RecordingReply], bool],
+        report: Report,
+        *,
+        verifier: Optional[StopVerifier],
+        before: Optional[AgentRecording],
+        channel: ChannelView,
+        deadline: Deadline,
         window: Deadline,
-    ) -> Union[RecordingReply, VicirecError, None]:
-        """Ask until ``done`` or the window closes; the last reply or error, for the report."""
-        interval = self.config.call.confirm_poll_interval
-        last: Union[RecordingReply, VicirecError, None] = None
-        while True:
-            pause = window.cut(interval)
-            if pause > 0:
-                self._sleep(pause)
-            try:
-                reply = ask()
-            except VicirecError as error:
-                last = error
-            else:
-                last = reply
-                if done(reply):
-                    return reply
-            if window.remaining() <= 0:
-                return last
+    ) -> Report:
+        """The STOP (or "nothing to stop") checked where it is carried out, when it can be."""
+        if verifier is None:
+            return report
+        check: Verification = verifier.verify(
+            report.agent, before, lambda regex: _channels(channel, regex), deadline,
+            Deadline(max(window.remaining(), 0.0)),
+        )
+        outcome = "verified" if check.verified else "NOT verified"
+        return replace(report, verified=check.verified,
+                       message=f"{report.message}; {outcome}: {check.reason}")
+
+
+_CHANNELS_MARK = "VR:"
+
+
+def _channels(channel: ChannelView, regex: str) -> Optional[str]:
+    """``CHANNELS(regex)`` on this server; None when the AGI could not read it (a failed GET FULL
+    VARIABLE reads as empty, which must not pass for "no channel")."""
+    try:
+        text = channel.expression(f"{_CHANNELS_MARK}${{CHANNELS({regex})}}")
+    except VicirecError:
+        return None
+    return text[len(_CHANNELS_MARK):] if text.startswith(_CHANNELS_MARK) else None

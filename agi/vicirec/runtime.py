@@ -9,6 +9,7 @@ import requests
 from vicirec import logs
 from vicirec.agents.chain import Resolver
 from vicirec.agents.lookups import build_directory
+from vicirec.agents.recording_db import RecordingDatabase, recording_database
 from vicirec.agents.resolvers import standard_resolvers
 from vicirec.asterisk.channel import AgiSession
 from vicirec.config import Config
@@ -71,8 +72,13 @@ def build_service(
 
     return RecordingService(
         config, client, directory, build_resolvers(config, server_ip=server_ip),
-        redactor=redactor, on_stage_changed=stage_changed,
+        redactor=redactor, on_stage_changed=stage_changed, recordings=_recordings(config, directory),
     )
+
+
+def _recordings(config: Config, directory: object) -> Optional[RecordingDatabase]:
+    """With ``lookup = "mysql"``: confirmation and verification read VICIdial's database too."""
+    return recording_database(directory) if config.agents.lookup == "mysql" else None
 
 
 def _daemon_breaker(config: Config, logger: Any) -> Optional[CircuitBreaker]:

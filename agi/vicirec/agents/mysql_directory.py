@@ -112,6 +112,10 @@ class MysqlDirectory:
             watchdog.cancel()
             _close_quietly(connection, self._pymysql)
 
+    def run(self, call: Any, deadline: Deadline, *args: Any) -> Any:
+        """``call(*args)`` on a cursor of :meth:`read_only_cursor`, errors mapped to vicirec's codes."""
+        return self._run(call, deadline, *args)
+
     # --- internals ----------------------------------------------------------------------------
 
     def _module(self) -> Any:
@@ -180,12 +184,14 @@ class MysqlDirectory:
             return PermissionDenied(f"user {self.settings.user!r} may not use database "
                                     f"{self.settings.database!r} (VARDB_database, or the grants)", raw=raw)
         if code in _TABLE_ACCESS_DENIED:
-            return PermissionDenied(f"user {self.settings.user!r} may not read vicidial_live_agents", raw=raw)
+            return PermissionDenied(f"user {self.settings.user!r} may not read vicidial_live_agents "
+                                    "(or recording_log)", raw=raw)
         if code == _UNKNOWN_DATABASE:
             return ConfigError(f"{target} has no database {self.settings.database!r} (VARDB_database)",
                                raw=raw)
         if code in _SCHEMA_MISMATCH:
-            return BadResponse(f"{target} lacks vicidial_live_agents or one of its columns", raw=raw)
+            return BadResponse(f"{target} lacks vicidial_live_agents (or recording_log) or one of "
+                               "their columns", raw=raw)
         if code == _SYNTAX:
             return BadResponse(f"{target} does not support read-only transactions (MariaDB 10.0 or "
                                "MySQL 5.6.5 needed)", raw=raw)

@@ -86,12 +86,15 @@ class AuditRecord:
     # daemon later sent for it (deferred = true), which links the two.
     consent_id: str = ""
     deferred: bool = False
+    verified: Optional[bool] = None   # STOP checked where it is carried out (VICIREC_VERIFIED)
 
     def to_json(self) -> str:
         data = asdict(self)
         for name in _ONLY_WHEN_SET:  # records without a consent keep the v1 keys exactly
             if not data[name]:
                 del data[name]
+        if data["verified"] is None:  # only a STOP that was checked carries it (true or false)
+            del data["verified"]
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -107,8 +110,8 @@ class AuditRecord:
                 values["v"] = value if isinstance(value, int) else 0
             elif item.name == "deferred":
                 values["deferred"] = value is True
-            elif item.name == "recording":
-                values["recording"] = value if isinstance(value, bool) else None
+            elif item.name in ("recording", "verified"):
+                values[item.name] = value if isinstance(value, bool) else None
             elif item.name == "confirmed_after":
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
                 values["confirmed_after"] = float(value) if number and value is not None else None
@@ -327,6 +330,7 @@ class AuditTrail:
             confirmed_after=report.confirmed_after,
             consent_id=_short(consent_id),
             deferred=deferred,
+            verified=report.verified,
         )
 
     def record(

@@ -52,7 +52,8 @@ class FakeChannel:
     ``variables`` holds channel variables and function reads by literal key (``"BRIDGEPEER"``,
     ``"CONNECTEDLINE(all)"``, ``"CONFBRIDGE_CHANNELS(parties,room1)"``...); a literal key wins over
     the built-in functions. ``others`` holds the variables of other channels by channel name (for
-    ``GET FULL VARIABLE <expr> <channel>``, ``IMPORT(chan,var)``, ``CHANNEL STATUS <chan>``).
+    ``GET FULL VARIABLE <expr> <channel>``, ``IMPORT(chan,var)``, ``CHANNEL STATUS <chan>``); its names
+    and this channel's are what ``CHANNELS(regex)`` lists.
     ``hung_up=True`` means the AGI starts on a dead channel (``h`` extension); after a run in which
     the caller hung up it is set to True. The object is mutated in place by the runs.
     """

@@ -364,6 +364,18 @@ class AgiInterpreter:
     def _fn_empty(self, ctx: _Ctx, args: bytes) -> Optional[bytes]:
         return b""
 
+    def _fn_channels(self, ctx: _Ctx, args: bytes) -> Optional[bytes]:
+        """``CHANNELS([regex])``: the names of this channel and of ``others`` that match, space-separated
+        (func_channel.c: an extended regex searched anywhere in the name; a bad one fails the read)."""
+        names = [self.channel.name, *self.channel.others]
+        if not args:
+            return _b(" ".join(names))
+        try:
+            pattern = re.compile(_s(args))
+        except re.error:
+            return None
+        return _b(" ".join(name for name in names if pattern.search(name)))
+
     # ---- command handlers (None = usage error) -------------------------------------------------
 
     def _cmd_answer(self, argv: list[bytes]) -> Optional[Reply]:
@@ -532,6 +544,7 @@ _FUNCTIONS: dict[str, Callable[[AgiInterpreter, _Ctx, bytes], Optional[bytes]]] 
     "EXISTS": AgiInterpreter._fn_exists,
     "ISNULL": AgiInterpreter._fn_isnull,
     "CONFBRIDGE_CHANNELS": AgiInterpreter._fn_empty,
+    "CHANNELS": AgiInterpreter._fn_channels,
     "CONFBRIDGE_INFO": AgiInterpreter._fn_empty,
     "MEETME_INFO": AgiInterpreter._fn_empty,
 }

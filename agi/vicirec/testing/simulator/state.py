@@ -107,6 +107,12 @@ class SimulatorState:
         self._pending: set[str] = set()  # agents with a screen poll scheduled
         self._heap: list[tuple[float, int, str]] = []  # (due on time.monotonic(), seq, agent key)
         self._seq = 0
+        #: Called as ``listener(agent key, "api" | "screen")`` with the lock held (read the fields
+        #: directly) after api.php or the screen wrote an agent's ``external_recording``: tests mirror
+        #: the state into a real database or a fake Asterisk's channel list with it.
+        self.listeners: list[Callable[[str, str], None]] = []
+        #: agent key -> ``time.monotonic()`` when the screen last carried out a START or STOP.
+        self.screen_acted: dict[str, float] = {}
         self.reset()
 
     # -- fixtures ----------------------------------------------------------------------------
@@ -144,6 +150,7 @@ class SimulatorState:
             self._starts = {}
             self._pending = set()
             self._heap = []
+            self.screen_acted = {}
             self._cond.notify_all()
 
     # -- time ----------------------------------------------------------------------------------
@@ -345,7 +352,12 @@ class SimulatorState:
             self._pending.add(key)
             self._seq += 1
             heapq.heappush(self._heap, (time.monotonic() + self.screen_delay, self._seq, key))
+        self._notify(key, "api")
         self._cond.notify_all()
+
+    def _notify(self, key: str, cause: str) -> None:
+        for listener in list(self.listeners):
+            listener(key, cause)
 
     def _screen_due(self) -> Optional[float]:
         """Seconds until the next scheduled screen poll (0: due now), None when none is scheduled."""
@@ -404,6 +416,8 @@ class SimulatorState:
             value = ""
         for live in rows:
             live.external_recording = value
+        self.screen_acted[key] = time.monotonic()
+        self._notify(key, "screen")
         return True
 
     def _user_by_alt(self, alt_user: bytes) -> Optional[ApiUser]:
