@@ -26,9 +26,10 @@ made real dialplans fail (see tests/data/asterisk/transcripts/scenario-output.tx
     AGI_UNQUOTED_VAR    an AGI() argument (after the script) holding ``${...}`` without quotes
     AGI_TARGET          AGI() of something that is not vicirec (vicirec.agi, agi://.../vicirec); VICIdial's
                         own AGIs may be declared with a ``; lint: vicidial-agi NAME ...`` comment
-    AGI_ACTION          AGI() action not START/STOP/STATUS/GRAB/ANSWER/GOSUB (or not a literal)
+    AGI_ACTION          AGI() action not START/STOP/STATUS/GRAB/ANSWER/GOSUB/CONSENT (or not a literal);
+                        CONSENT on the process AGI (only the FastAGI daemon can hold a consent)
     AGI_OPTION          AGI() option other than agent=/confirm= (or agent-/confirm-), a bad confirm
-                        value, a repeat, a bad GRAB/ANSWER/GOSUB argument
+                        value, a repeat, a bad GRAB/ANSWER/GOSUB argument, agent= on CONSENT
     AGI_STAGE           a stage on STOP/STATUS, or a literal stage VICIdial would mangle
     NO_RETURN           a Gosub routine (incl. pre-dial handlers, applicationmap Gosubs) with no
                         Return() reachable from its entry
@@ -59,7 +60,9 @@ from typing import Callable, Optional
 REPO = Path(__file__).resolve().parent.parent
 DIALPLAN_DIR = REPO / "dialplan"
 
-ACTIONS = {"START", "STOP", "STATUS", "GRAB", "ANSWER", "GOSUB"}
+ACTIONS = {"START", "STOP", "STATUS", "GRAB", "ANSWER", "GOSUB", "CONSENT"}
+#: Actions whose first positional argument is a stage label (CONSENT carries a START's arguments).
+STAGE_ACTIONS = {"START", "CONSENT"}
 OPTIONS = {"agent", "confirm"}
 DASH_OPTION_RE = re.compile(r"^(agent|confirm)-(.*)$", re.IGNORECASE)
 MACRO_APPS = {"macro", "macroexclusive", "macroexit", "macroif"}
@@ -785,6 +788,9 @@ class Linter:
         if action in ("GRAB", "ANSWER", "GOSUB"):
             self.check_step(action, [a for a in args[2:] if a.strip()], path, line)
             return
+        if action == "CONSENT" and re.fullmatch(r"(.*/)?vicirec\.agi", target):
+            self.add("AGI_ACTION", path, line, "CONSENT needs the FastAGI daemon (agi://host:port/vicirec): "
+                     "the process AGI refuses it and nothing would be recorded")
         seen: set[str] = set()
         for pos, arg in enumerate(args[2:]):
             key, eq, value = arg.partition("=")
@@ -793,11 +799,11 @@ class Linter:
                 key, eq, value = dash.group(1).lower(), "-", dash.group(2)
             if not eq or "${" in key:
                 # positional: the stage, only right after a START
-                if pos != 0 or action != "START":
+                if pos != 0 or action not in STAGE_ACTIONS:
                     if arg.strip() == "" and pos == 0:
                         continue
                     self.add("AGI_STAGE", path, line,
-                             f"positional argument {arg!r} only allowed as the stage of START")
+                             f"positional argument {arg!r} only allowed as the stage of START or CONSENT")
                     continue
                 if "${" not in arg:
                     if not STAGE_RE.match(arg):
@@ -809,6 +815,9 @@ class Linter:
             if key not in OPTIONS:
                 self.add("AGI_OPTION", path, line, f"unknown option {key}= (only agent= and confirm=)")
                 continue
+            if key == "agent" and action == "CONSENT":
+                self.add("AGI_OPTION", path, line,
+                         "CONSENT takes no agent=: the agent is whoever takes the call")
             if key in seen:
                 self.add("AGI_OPTION", path, line, f"option {key}= given twice")
             seen.add(key)

@@ -16,13 +16,31 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
 
 import pytest
 
+from deferred_world import (  # noqa: F401 - sim is a fixture
+    ASTERISK,
+    HOST,
+    OTHER_SERVER,
+    POLL,
+    SERVER_IP,
+    agent_takes,
+    agents_ready,
+    audit_lines,
+    deferred_of,
+    execute,
+    hang_up_in_queue,
+    inbound,
+    queue_call,
+    serving,
+    sim,
+    vicirec_vars,
+    wait_for,
+    write_config,
+)
 from mariadb_server import MariaDb, mariadb  # noqa: F401 - mariadb is a fixture
 from vicirec.agents.astguiclient import load_astguiclient_conf
 from vicirec.agents.live_calls import LiveCallReader, select_call_places
@@ -31,142 +49,21 @@ from vicirec.config import Config, load_config
 from vicirec.deadline import Deadline
 from vicirec.errors import VicirecError
 from vicirec.fastagi.daemon import build_runtime
-from vicirec.fastagi.deferred import CONSENT_SOURCE, DeferredStarts
+from vicirec.fastagi.deferred import CONSENT_SOURCE
 from vicirec.fastagi.server import FastAgiServer, bind_listener, listening_address
-from vicirec.testing.fake_asterisk import AgiRun, FakeAsterisk, FakeChannel
-from vicirec.testing.harness import agi_environment, process_agi_command, toml_text
-from vicirec.testing.simulator import API_PASS, API_USER, VicidialSimulator
+from vicirec.testing.harness import agi_environment, process_agi_command
+from vicirec.testing.simulator import VicidialSimulator
 from vicirec.vicidial.client import make_session
 
 pytestmark = pytest.mark.mysql
 
-HOST = "127.0.0.1"
-SERVER_IP = "10.10.10.15"
-OTHER_SERVER = "10.10.10.16"
-ASTERISK = FakeAsterisk()
 CALL_A = "1795460000.101"  # consents
 CALL_B = "1795460000.102"  # does not
-POLL = 0.05
-
-
-# --- the world ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sim() -> Iterator[VicidialSimulator]:
-    with VicidialSimulator(screen_delay=0.05) as simulator:
-        for user, room in (("2001", "8600061"), ("2002", "8600062")):
-            simulator.state.log_in_agent(user, conf_exten=room, extension=f"SIP/{user}", status="READY")
-        yield simulator
-
-
-def agents_ready(database: MariaDb) -> None:
-    database.replace_agents([
-        {"user": user, "server_ip": SERVER_IP, "conf_exten": room, "extension": f"SIP/{user}",
-         "status": "READY", "campaign_id": "TESTCAMP"}
-        for user, room in (("2001", "8600061"), ("2002", "8600062"))
-    ])
-    execute(database, "DELETE FROM vicidial_auto_calls")
-
-
-def execute(database: MariaDb, statement: str, params: Sequence[Any] = ()) -> None:
-    connection = database.admin()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(statement, list(params))
-    finally:
-        connection.close()
-
-
-def queue_call(database: MariaDb, uniqueid: str, server_ip: str = SERVER_IP) -> None:
-    """agi-VDAD_ALL_inbound.agi puts the call into an in-group: a vicidial_auto_calls row."""
-    execute(database, "INSERT INTO vicidial_auto_calls (server_ip, campaign_id, status, lead_id, uniqueid, "
-                      "callerid, channel, call_type) VALUES (%s, 'SALESLINE', 'LIVE', 7, %s, %s, %s, 'IN')",
-            [server_ip, uniqueid, "Y1206120000000000007", f"SIP/trunk-{uniqueid[-3:]}"])
-
-
-def hang_up_in_queue(database: MariaDb, uniqueid: str) -> None:
-    execute(database, "DELETE FROM vicidial_auto_calls WHERE uniqueid = %s", [uniqueid])
-
-
-def agent_takes(database: MariaDb, user: str, uniqueid: str, status: str = "QUEUE") -> float:
-    """VICIdial gives the call to ``user``: the live row names its uniqueid. Returns time.time()."""
-    taken = time.time()
-    execute(database, "UPDATE vicidial_live_agents SET status = %s, uniqueid = %s, lead_id = 7, "
-                      "callerid = 'Y1206120000000000007' WHERE user = %s", [status, uniqueid, user])
-    return taken
-
-
-def write_config(tmp_path: Path, sim: VicidialSimulator, database: Optional[MariaDb], *,
-                 fastagi: Optional[Mapping[str, Any]] = None, name: str = "vicirec.toml",
-                 server_ip: str = SERVER_IP) -> Path:
-    agents: dict[str, Any] = {"require_corroboration": True}
-    if database is not None:
-        conf = database.astguiclient_conf(tmp_path / "astguiclient.conf", server_ip=server_ip)
-        agents.update(lookup="mysql", astguiclient_conf=str(conf))
-    sections: dict[str, dict[str, Any]] = {
-        "vicidial": {"api_url": sim.api_url, "user": API_USER, "password": API_PASS, "source": "vicirec"},
-        "call": {"deadline": 6.0},
-        "agents": agents,
-        "log": {"target": "file", "path": str(tmp_path / "vicirec.log"), "level": "info"},
-        "audit": {"path": str(tmp_path / "audit.jsonl"), "caller_number": "mask"},
-        "fastagi": {"consent_poll_interval": POLL, **(fastagi or {})},
-    }
-    path = tmp_path / name
-    path.write_text(toml_text(sections))
-    path.chmod(0o600)
-    return path
-
-
-@contextmanager
-def serving(config: Config) -> Iterator[tuple[FastAgiServer, int]]:
-    listener = bind_listener(HOST, 0)
-    runtime = build_runtime(config, make_session(pool_size=config.fastagi.max_sessions))
-    server = FastAgiServer(listener, runtime, max_sessions=config.fastagi.max_sessions)
-    loop = threading.Thread(target=server.run, daemon=True)
-    loop.start()
-    try:
-        yield server, listening_address(listener)[1]
-    finally:
-        server.request_stop()
-        loop.join(timeout=5.0)
-        if server.runtime.deferred is not None:
-            server.runtime.deferred.stop()
-
-
-def inbound(uniqueid: str) -> FakeChannel:
-    """A fresh inbound call in a Call Menu: the carrier's caller ID, no VICIdial call id yet."""
-    return FakeChannel(name=f"SIP/trunk-{uniqueid[-3:]}", uniqueid=uniqueid, callerid_num="7275551212",
-                       callerid_name="WIRELESS CALLER", context="CONSENT", extension="1")
 
 
 def consent(port: int, uniqueid: str, args: Sequence[str] = ("CONSENT", "_CONSENT")) -> dict[str, str]:
     run = ASTERISK.run_fastagi(HOST, port, "vicirec", list(args), inbound(uniqueid), timeout=10.0)
     return vicirec_vars(run)
-
-
-def vicirec_vars(run: AgiRun) -> dict[str, str]:
-    return {k: v for k, v in run.channel.variables.items() if k.startswith("VICIREC_")}
-
-
-def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
-def deferred_of(server: FastAgiServer) -> DeferredStarts:
-    deferred = server.runtime.deferred
-    assert deferred is not None
-    return deferred
 
 
 # --- the consent and the START -----------------------------------------------------------------------
@@ -493,6 +390,7 @@ def test_the_process_agi_refuses_consent(tmp_path: Path, sim: VicidialSimulator)
     assert (answer["VICIREC_RESULT"], answer["VICIREC_ERROR"]) == ("ERROR", "BAD_REQUEST")
     assert "nothing will be recorded" in answer["VICIREC_MESSAGE"]
     assert sim.count(function="recording") == 0
+    assert [(r["action"], r["error"]) for r in audit_lines(tmp_path)] == [("CONSENT", "BAD_REQUEST")]
 
 
 # --- the reader -------------------------------------------------------------------------------------

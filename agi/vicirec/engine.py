@@ -20,7 +20,7 @@ from vicirec.confirmation import Confirmer, PollSchedule
 from vicirec.deadline import Deadline
 from vicirec.errors import BadRequest, ErrorCode, VicirecError
 from vicirec.redaction import Redactor
-from vicirec.request import CONSENT_NEEDS_DAEMON, Invocation, Step, is_consent, parse_arguments
+from vicirec.request import CONSENT, CONSENT_NEEDS_DAEMON, Invocation, Step, is_consent, parse_arguments
 from vicirec.verification import StopVerifier, Verification
 from vicirec.vicidial.client import VicidialClient
 from vicirec.vicidial.responses import Action, RecordingFields, RecordingState
@@ -162,6 +162,7 @@ class RecordingService:
         report = Report(ok=False)
         try:
             if is_consent(args):  # only the daemon can hold a pending consent: fail closed here
+                report = replace(report, action=CONSENT)  # the audit's --action CONSENT finds the refusal
                 raise BadRequest(CONSENT_NEEDS_DAEMON)
             invocation = parse_arguments(args)
             report = replace(report, action=invocation.action.value)
