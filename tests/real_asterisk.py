@@ -94,8 +94,14 @@ exten => s,1,Answer()
 [vrtest-run]
 ; the channel under test: Gosub into the routine, then report
 exten => s,1,Answer()
- same => n,Gosub(${VRT_CONTEXT},${VRT_EXTEN},1(${VRT_ARG1},${VRT_ARG2}))
+ same => n,Gosub(${VRT_CONTEXT},${VRT_EXTEN},1(${VRT_ARG1},${VRT_ARG2},${VRT_ARG3}))
  same => n,UserEvent(VrtestDone)
+ same => n,Wait(120)
+ same => n,Hangup()
+
+[vrtest-recording]
+; stands in for VICIdial's recording channel (exten 8309's Local/5<session>@ half) while a recording runs
+exten => _5X.,1,Answer()
  same => n,Wait(120)
  same => n,Hangup()
 
@@ -405,6 +411,11 @@ class Asterisk:
         assert res.returncode == 0, res.stderr
         return res.stdout
 
+    def channels(self, prefix: str) -> list[str]:
+        """The live channels whose names start with ``prefix`` (``core show channels concise``)."""
+        return [line.split("!", 1)[0] for line in self.cli("core show channels concise").splitlines()
+                if line.startswith(prefix)]
+
     def sound(self, name: str, seconds: float = 1.0) -> Path:
         res = self._launcher("sound", str(self.dir), name, str(seconds))
         assert res.returncode == 0, res.stderr
@@ -575,16 +586,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 20.0) -> None:
+def wait_port(port: int, timeout: float = 20.0, process: Optional[subprocess.Popen[bytes]] = None) -> None:
+    """Until 127.0.0.1:``port`` accepts (fails at once when ``process``, its server, has exited)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1.0):
                 return
         except OSError:
+            if process is not None and process.poll() is not None:
+                raise AssertionError(f"the server for port {port} exited ({process.returncode})") from None
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 def warnings_in(log: Path, since: int = 0) -> list[str]:
@@ -611,6 +625,10 @@ class Lab:
     daemon_port: int
     #: substrings of the WARNING/ERROR lines the running test expects in log/full
     expected_warnings: list[str] = field(default_factory=list)
+    #: the MariaDB of a ``lookup = "mysql"`` lab (tests/mariadb_server.py), None for ``http``
+    database: Any = None
+    #: the running test's tests/sim_mirror.py ``SimulatorMirror`` in a ``mysql`` lab
+    mirror: Any = None
 
     def starts(self) -> list[dict[str, str]]:
         """The START requests the simulator received (parameters as PHP saw them)."""
@@ -624,11 +642,83 @@ class Lab:
 
 
 @contextlib.contextmanager
+def serve_daemon(config: Path, port: int, python: Path = Path(sys.executable),
+                 stderr: Optional[Path] = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``vicirec serve`` on 127.0.0.1:``port`` until the block ends (SIGTERM, unless already dead)."""
+    command = [str(python), "-I", "-m", "vicirec", "serve", "--config", str(config),
+               "--host", "127.0.0.1", "--port", str(port)]
+    with open(stderr or os.devnull, "wb") as err:
+        daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                  start_new_session=True)
+    try:
+        wait_port(port, process=daemon)
+        yield daemon
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+
+
+def mysql_or_skip() -> Any:
+    """The test process's MariaDB (tests/mariadb_server.py): skips without one, fails instead under
+    ``VICIREC_TEST_MYSQL_REQUIRED=1``."""
+    from mariadb_server import ENV_REQUIRED, ServerUnavailable, get_server  # noqa: PLC0415
+
+    try:
+        return get_server()
+    except ServerUnavailable as exc:
+        if os.environ.get(ENV_REQUIRED) == "1":
+            pytest.fail(f"MySQL tests required but: {exc}")
+        pytest.skip(str(exc))
+
+
+def mysql_lookup(database: Any, work: Path, server_ip: str = "10.10.10.15") -> dict[str, TomlValue]:
+    """The ``[agents]`` of ``lookup = "mysql"`` against ``database`` as the server ``server_ip``."""
+    conf = database.astguiclient_conf(work / "astguiclient.conf", server_ip=server_ip)
+    return {"lookup": "mysql", "astguiclient_conf": str(conf)}
+
+
+class AsteriskRecordings:
+    """VICIdial's recording channel pair, for real: ``Local/5<session>@vrtest-recording-…;1/;2`` in
+    the Asterisk while a recording runs (tests/sim_mirror.py's ``recordings``)."""
+
+    def __init__(self, asterisk: Asterisk) -> None:
+        self.asterisk = asterisk
+        self._up: set[tuple[str, int]] = set()
+
+    @staticmethod
+    def prefix(session: str) -> str:
+        return f"Local/5{session}@vrtest-recording-"
+
+    def is_up(self, session: str, recording_id: int) -> bool:
+        return (session, recording_id) in self._up
+
+    def up(self, session: str, recording_id: int) -> None:
+        assert self.asterisk.ami is not None
+        since = self.asterisk.ami.mark()
+        channel = f"Local/5{session}@vrtest-recording"
+        res = self.asterisk.ami.action({"Action": "Originate", "Channel": channel, "Application": "Wait",
+                                        "Data": "120", "Async": "true"})
+        assert res.get("Response") == "Success", res
+        self.asterisk.ami.wait_event(lambda e: e.get("Event") == "Newchannel"
+                                     and e.get("Channel", "").startswith(self.prefix(session)),
+                                     since=since, what=f"the recording channel of {session}")
+        self._up.add((session, recording_id))
+
+    def down(self, session: str, recording_id: int) -> None:
+        self._up.discard((session, recording_id))
+        if self.asterisk.ami is None:
+            return
+        for name in self.asterisk.channels(self.prefix(session)):
+            self.asterisk.ami.action({"Action": "Hangup", "Channel": name})
+
+
+@contextlib.contextmanager
 def open_lab(transport: str, source: AsteriskSource, staged: StagedInstall, sim: VicidialSimulator,
              work: Path, config: Optional[Mapping[str, Mapping[str, TomlValue]]] = None) -> Iterator[Lab]:
     """Start the transport's side (nothing, or ``vicirec serve``) and an Asterisk loading the staged
     install strictly; stop both on exit. Process AGI: ``vicirec.agi`` from the staged agi-bin.
-    ``config``: sections merged into vicirec.toml (e.g. ``{"agents": {"lookup": "mysql", ...}}``)."""
+    ``config``: sections merged into vicirec.toml (e.g. ``{"agents": mysql_lookup(...)}``)."""
     if transport not in ("process", "fastagi"):
         raise ValueError(f"transport {transport!r}")
     port = free_port()
@@ -639,26 +729,54 @@ def open_lab(transport: str, source: AsteriskSource, staged: StagedInstall, sim:
     for name, values in (config or {}).items():
         sections.setdefault(name, {}).update(values)
     config_file = write_config(work, sim.api_url, overrides=sections)
-    daemon = None
     # the process lab names its target too: a library that tries a default daemon first must not
     # find (or miss) some other daemon on this machine's port 4573
     globals_ = {"VICIREC_AGI": "vicirec.agi"}
     asterisk = Asterisk(source, work / "a")
-    try:
+    with contextlib.ExitStack() as stack:
+        daemon = None
         if transport == "fastagi":
-            serve = [str(staged.python), "-I", "-m", "vicirec", "serve", "--config", str(config_file)]
-            with (work / "daemon.err").open("wb") as err:
-                daemon = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=err)
-            wait_port(port)
+            daemon = stack.enter_context(serve_daemon(config_file, port, staged.python, work / "daemon.err"))
             globals_["VICIREC_AGI"] = f"agi://127.0.0.1:{port}/vicirec"
         files = installed_dialplan(staged, work / "conf", globals_)
+        stack.callback(asterisk.stop)
         asterisk.start(includes=[files.extensions], features=[files.features], confbridge=files.confbridge,
                        env={"VICIREC_CONFIG": str(config_file)}, agi_dir=staged.agi_bin, strict=True)
         for name, seconds in PROMPTS.items():
             asterisk.sound(name, seconds)
         yield Lab(transport, asterisk, sim, daemon, port)
+
+
+# ---------------------------------------------------------------------------------------------
+# an Asterisk with a test's own dialplan
+# ---------------------------------------------------------------------------------------------
+
+
+def write_agi_bin(directory: Path, scripts: Mapping[str, str] = ()) -> Path:
+    """An agi-bin: ``vicirec.agi`` as deploy/install.sh writes it (an absolute interpreter, isolated:
+    this test run's) and the test's own stand-in ``scripts`` (name: text)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"vicirec.agi": f"#!{sys.executable} -I\nfrom vicirec.process_agi import main\n"
+                            "raise SystemExit(main())\n", **dict(scripts)}
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+        (directory / name).chmod(0o755)
+    return directory
+
+
+@contextlib.contextmanager
+def private_asterisk(work: Path, includes: Sequence[Path], *, agi_dir: Optional[Path] = None,
+                     env: Mapping[str, str] = (), strict: bool = True) -> Iterator[Asterisk]:
+    """An Asterisk (found as :func:`asterisk_or_skip` says) loading ``includes`` and the test
+    harness's contexts (``[vrtest-run]``, ``[vrtest-caller]``, ...), strictly by default; stopped
+    when the block ends. ``work`` must be short: the control socket's path fits 107 bytes."""
+    source = asterisk_or_skip()
+    harness = work / "vrtest-harness.conf"
+    work.mkdir(parents=True, exist_ok=True)
+    harness.write_text(HARNESS_DIALPLAN, encoding="utf-8")
+    asterisk = Asterisk(source, work / "a")
+    try:
+        asterisk.start(includes=[harness, *includes], env=env, agi_dir=agi_dir, strict=strict)
+        yield asterisk
     finally:
         asterisk.stop()
-        if daemon is not None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)

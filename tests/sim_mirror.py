@@ -1,7 +1,9 @@
 """The simulated VICIdial's state where a telephony server sees it: in a real MariaDB
 (``vicidial_live_agents.external_recording``, ``recording_log``) and, for the agents on this
 server, as ``Local/5<session>@default-…;1/;2`` channels in a fake Asterisk channel's ``others``
-(the channel that records the agent's conference while a recording runs).
+(the channel that records the agent's conference while a recording runs), or as real
+``Local/5<session>@`` channels in a real Asterisk (``recordings``: tests/real_asterisk.py's
+``AsteriskRecordings``).
 
 Hooked on the simulator's listeners, so the database changes in the same instant as the simulated
 api.php and agent screen change the column. Like VICIdial's StopMonitorConf, the recording channel
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from mariadb_server import MariaDb
 from vicirec.testing.fake_asterisk import FakeChannel
@@ -24,6 +26,39 @@ AGENT_FIELDS = ("user", "server_ip", "conf_exten", "extension", "status", "lead_
                 "uniqueid", "callerid", "channel", "external_recording")
 
 
+class RecordingChannels(Protocol):
+    """Where a recording's ``Local/5<session>@`` channel pair lives while the recording runs."""
+
+    def is_up(self, session: str, recording_id: int) -> bool: ...
+
+    def up(self, session: str, recording_id: int) -> None: ...
+
+    def down(self, session: str, recording_id: int) -> None: ...
+
+
+class FakeChannelRecordings:
+    """The pair as ``Local/5<session>@default-<id>;1/;2`` in a fake channel's ``others``."""
+
+    def __init__(self, channel: FakeChannel) -> None:
+        self.channel = channel
+
+    @staticmethod
+    def names(session: str, recording_id: int) -> tuple[str, str]:
+        base = f"Local/5{session}@default-{recording_id:08x}"
+        return f"{base};1", f"{base};2"
+
+    def is_up(self, session: str, recording_id: int) -> bool:
+        return self.names(session, recording_id)[0] in self.channel.others
+
+    def up(self, session: str, recording_id: int) -> None:
+        added = {name: {} for name in self.names(session, recording_id)}
+        self.channel.others = {**self.channel.others, **added}
+
+    def down(self, session: str, recording_id: int) -> None:
+        names = self.names(session, recording_id)
+        self.channel.others = {k: v for k, v in self.channel.others.items() if k not in names}
+
+
 class SimulatorMirror:
     def __init__(
         self,
@@ -31,13 +66,14 @@ class SimulatorMirror:
         sim: VicidialSimulator,
         *,
         channel: Optional[FakeChannel] = None,
+        recordings: Optional[RecordingChannels] = None,
         server_ip: str = "10.10.10.15",
         hangup_delay: Optional[float] = 0.2,
         close_rows: bool = True,
     ) -> None:
         self.database = database
         self.sim = sim
-        self.channel = channel
+        self.recordings = recordings or (FakeChannelRecordings(channel) if channel is not None else None)
         self.server_ip = server_ip
         self.hangup_delay = hangup_delay
         self.close_rows = close_rows
@@ -93,22 +129,16 @@ class SimulatorMirror:
                                running=recording.end_time is None)
 
     def _channels(self, recording_id: int, session: str, server_ip: str, *, running: bool) -> None:
-        channel = self.channel
-        if channel is None or server_ip != self.server_ip:
+        recordings = self.recordings
+        if recordings is None or server_ip != self.server_ip:
             return
-        base = f"Local/5{session}@default-{recording_id:08x}"
-        names = (f"{base};1", f"{base};2")
         if running:
-            if names[0] not in channel.others:
-                channel.others = {**channel.others, **{name: {} for name in names}}
+            if not recordings.is_up(session, recording_id):
+                recordings.up(session, recording_id)
             return
-        if names[0] not in channel.others or self.hangup_delay is None:
+        if not recordings.is_up(session, recording_id) or self.hangup_delay is None:
             return
-
-        def hang_up() -> None:
-            channel.others = {k: v for k, v in channel.others.items() if k not in names}
-
-        timer = threading.Timer(self.hangup_delay, hang_up)
+        timer = threading.Timer(self.hangup_delay, recordings.down, (session, recording_id))
         timer.daemon = True
         self._timers.append(timer)
         timer.start()
