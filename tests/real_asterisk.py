@@ -60,6 +60,8 @@ ENV_LAUNCHER = "VICIREC_TEST_ASTERISK_PRIVATE"
 ENV_MODULES = "VICIREC_TEST_ASTERISK_MODULES"
 ENV_DOCS = "VICIREC_TEST_ASTERISK_DOCS"
 ENV_REQUIRE = "VICIREC_TEST_REQUIRE_ASTERISK"  # set (CI): no Asterisk is a failure, not a skip
+#: pyst2 0.5's event thread calls threading's deprecated isSet()/currentThread() on every event
+PYST2_WARNINGS = pytest.mark.filterwarnings("ignore::DeprecationWarning:asterisk.manager")
 EVENT_TIMEOUT = 20.0
 SCREEN_DELAY = 0.3  # the simulated agent screen acts this long after a START/STOP
 #: every prompt the examples play, with its length (s); the runtime ships only silent beep,

@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from faultlab import AgentFaultSimulator, fresh_agent, lab_config, log_events, secure
-from real_asterisk import Asterisk, free_port, private_asterisk, serve_daemon, write_agi_bin
+from real_asterisk import PYST2_WARNINGS, Asterisk, free_port, private_asterisk, serve_daemon, write_agi_bin
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "dialplan" / "extensions_vicirec.conf"
 DEFAULT_DAEMON = "agi://127.0.0.1:4573/vicirec"
 RESULTS = ("RESULT", "ERROR", "MESSAGE", "RECORDING", "CLAIMED")
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:asterisk.manager")]
+pytestmark = [pytest.mark.slow, PYST2_WARNINGS]
 
 
 @dataclass

@@ -24,6 +24,7 @@ import pytest
 
 from real_asterisk import (
     PROMPTS,
+    PYST2_WARNINGS,
     SCREEN_DELAY,
     AsteriskRecordings,
     AsteriskSource,
@@ -42,7 +43,7 @@ from sim_mirror import SimulatorMirror
 from vicirec.testing.harness import LAB_CALL_ID, LAB_CUSTOMER_NUMBER
 from vicirec.testing.simulator import VicidialSimulator
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:asterisk.manager")]
+pytestmark = [pytest.mark.slow, PYST2_WARNINGS]
 
 AGENT = "1000"  # the simulator lab's agent on call LAB_CALL_ID, session (ConfBridge room) 8600051
 ROOM = "8600051"

@@ -14,21 +14,19 @@ around them is the shipped example file, run by ``dialplan_lint.MiniPbx``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pytest
 
 import dialplan_lint as lint
+from real_asterisk import PYST2_WARNINGS, free_port, serve_daemon
 from test_agents_e2e import (  # noqa: F401 - sim is a fixture
     ASTERISK,
     PROCESS_AGI,
@@ -38,6 +36,7 @@ from test_agents_e2e import (  # noqa: F401 - sim is a fixture
     sim,
     transport,
 )
+from vicidial_asterisk import vicidial_asterisk
 from vicirec.agents.call_facts import call_id_of_name, vicidial_engine_of
 from vicirec.errors import BadRequest
 from vicirec.request import Invocation, Step, parse_arguments
@@ -360,19 +359,9 @@ def test_the_readme_shows_the_call_menu_recipe_as_vicidial_writes_it() -> None:
     assert shown.replace(deadagi[0], noop) == shipped
 
 
-# --- the park IVR loop on a real Asterisk 22 (skipped where the private runtime is missing) ----------
+# --- the park IVR loop and the Call Menu recipe on a real Asterisk 22 (tests/real_asterisk.py finds it) -
 
-ASTERISK_PRIVATE = Path(os.environ.get("VICIREC_ASTERISK_PRIVATE",
-                                       "/work/shared/asterisk/runtime/asterisk-private"))
-PARK_CID_STAND_IN = """#!/bin/sh
-# park_CID.agi's part: EXEC AGI <the campaign's IVR Park Call AGI> (it reads no reply), then hold
-while read line; do [ -z "$line" ] && break; done
-echo "EXEC AGI vicirec.agi,GOSUB,vicirec-example-park-consent"
-read reply
-echo "EXEC Wait 1"
-read reply
-"""
-REAL_DIALPLAN = """[vicirec-test-entry]
+PARK_ENTRY = """[vicirec-test-entry]
 exten => s,1,Answer()
  same => n,Set(CALLERID(name)=V1123181500000000001 1000 TESTCAMP)
  same => n,AGI(park_CID.sh)
@@ -383,13 +372,6 @@ exten => s,1,Answer()
  same => n,SendDTMF(${KEYS})
  same => n,Wait(30)
 """
-
-
-MENU_STAND_IN = """#!/bin/sh
-# stands in for one of VICIdial's AGIs: notes its name and arguments, does nothing else
-while read line; do [ -z "$line" ] && break; done
-echo "$(basename "$0") $*" >> "$(dirname "$0")/../vicidial-agis.log"
-"""
 MENU_CUSTOMER = """[vicirec-test-menu-customer]
 exten => s,1,Answer()
  same => n,Wait(2)
@@ -398,85 +380,40 @@ exten => s,1,Answer()
 """
 
 
-class RealAsterisk:
-    """A private Asterisk 22 in a short temporary directory, vicirec.agi a process AGI against the
-    simulator, with an audit trail. Skips the test where the runtime is missing or cannot run."""
-
-    def __init__(self, simulator: VicidialSimulator, dialplan: str, examples: list[str]) -> None:
-        if not ASTERISK_PRIVATE.is_file():
-            pytest.skip(f"no private Asterisk runtime at {ASTERISK_PRIVATE}")
-        check = subprocess.run([str(ASTERISK_PRIVATE), "check"], capture_output=True, text=True, check=False)
-        if check.returncode != 0:
-            pytest.skip("the private Asterisk runtime cannot run here: " + check.stdout[-200:])
-        self.base = Path(tempfile.mkdtemp(prefix="vr10-"))  # the control socket path must fit 107 bytes
-        self.ast = self.base / "ast"
-        self.trail = self.base / "audit.jsonl"
-        agi_dir = self.base / "agi"
-        agi_dir.mkdir()
-        wrapper = f'#!/bin/sh\nexec "{sys.executable}" -m vicirec.process_agi "$@"\n'
-        (agi_dir / "vicirec.agi").write_text(wrapper)
-        (agi_dir / "park_CID.sh").write_text(PARK_CID_STAND_IN)
-        for name in ("agi-VDAD_inbound_calltime_check.agi", "agi-VDAD_ALL_inbound.agi"):
-            (agi_dir / name).write_text(MENU_STAND_IN)
-        for script in agi_dir.iterdir():
-            script.chmod(0o755)
-        config = self.base / "vicirec.toml"
-        config.write_text(
-            f'[vicidial]\napi_url = "{simulator.api_url}"\nuser = "6666"\npassword = "1234"\n'
-            # over the non-agent API a call id cannot be corroborated: this lab accepts it
-            "[agents]\nrequire_corroboration = false\n"
-            f'[audit]\npath = "{self.trail}"\ncaller_number = "omit"\n'
-            f'[log]\ntarget = "file"\npath = "{self.base / "vicirec.log"}"\n')
-        config.chmod(0o640)
-        entry = self.base / "entry.conf"
-        entry.write_text(dialplan)
-        includes = [arg for name in examples for arg in ("--include", str(EXAMPLES / name))]
-        try:
-            subprocess.run(
-                [str(ASTERISK_PRIVATE), "start", str(self.ast), "--strict", "--agi-dir", str(agi_dir),
-                 "--include", str(entry), *includes, "--env", f"VICIREC_CONFIG={config}"],
-                capture_output=True, text=True, check=True, timeout=60)
-            self.run("custom/vicirec-consent", "sound")
-        except BaseException:
-            self.close()
-            raise
-
-    def run(self, argument: str, command: str = "cli") -> None:
-        extra = ["1"] if command == "sound" else []
-        subprocess.run([str(ASTERISK_PRIVATE), command, str(self.ast), argument, *extra],
-                       capture_output=True, check=True, timeout=30)
-
-    def wait_for(self, done: Callable[[], bool], seconds: float = 40.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not done():
-            time.sleep(0.2)
-
-    def audited(self, action: str) -> bool:
-        return self.trail.is_file() and f'"action":"{action}"' in self.trail.read_text()
-
-    def close(self) -> None:
-        subprocess.run([str(ASTERISK_PRIVATE), "stop", str(self.ast)], capture_output=True, check=False,
-                       timeout=60)
-        shutil.rmtree(self.base, ignore_errors=True)
-
-
-@pytest.mark.parametrize(("keys", "answer"), [("1", "YES"), ("2", "DECLINED")])
-def test_the_park_ivr_loop_on_a_real_asterisk(sim: VicidialSimulator, keys: str, answer: str) -> None:  # noqa: F811
-    asterisk = RealAsterisk(sim, REAL_DIALPLAN.replace("${KEYS}", keys), ["vicirec-example-park-ivr.conf"])
-    try:
-        asterisk.run("channel originate Local/s@vicirec-test-customer extension s@vicirec-test-entry")
-        asterisk.wait_for(lambda: asterisk.audited("GOSUB"))
-        lines = audit_lines(asterisk.trail)
-    finally:
-        asterisk.close()
+@PYST2_WARNINGS
+@pytest.mark.parametrize(("transport", "keys", "answer"),
+                         [("process", "1", "YES"), ("process", "2", "DECLINED"), ("fastagi", "1", "YES")])
+def test_the_park_ivr_loop_on_a_real_asterisk(
+    sim: VicidialSimulator, tmp_path: Path, transport: str, keys: str, answer: str  # noqa: F811
+) -> None:
+    """park_CID.agi hands the call to the campaign's IVR Park Call AGI: ``vicirec.agi,GOSUB,...``
+    (process AGI, the recommended spelling) or ``agi://127.0.0.1:PORT/vicirec,GOSUB,...`` (a
+    daemon session held for the whole Gosub); the routine's own START/ANSWER/GRAB are process AGIs."""
+    port = free_port()
+    target = "vicirec.agi" if transport == "process" else f"agi://127.0.0.1:{port}/vicirec"
+    assert IVR_PARK_CALL_AGI.sub("", f"{target},GOSUB,vicirec-example-park-consent") == \
+        f"{target},GOSUB,vicirec-example-park-consent"  # the admin screen keeps every character
+    with contextlib.ExitStack() as stack:
+        lab = stack.enter_context(vicidial_asterisk(tmp_path, sim, PARK_ENTRY.replace("${KEYS}", keys),
+                                                    [EXAMPLES / "vicirec-example-park-ivr.conf"],
+                                                    park_target=target))
+        if transport == "fastagi":
+            stack.enter_context(serve_daemon(lab.config, port))
+        lab.originate("vicirec-test-customer", "vicirec-test-entry")
+        assert lab.wait_for(lambda: lab.audited("GOSUB"))
+        lines = audit_lines(lab.trail)
+        assert lab.unexpected_warnings() == []
     starts = 1 if answer == "YES" else 0
     expected = ([("START", "_CONSENT", "OK", "1000")] if starts else []) + [
         ("ANSWER", answer, "OK", ""), ("GRAB", "", "OK", "1000"), ("GOSUB", "", "OK", "")]
     assert lines == expected
     assert sim.starts_for("1000") == starts
     assert sim.state.agent("1000").external_park == "GRAB_IVR_CUSTOMER"  # type: ignore[union-attr]
+    transports = [json.loads(line).get("transport") for line in lab.trail.read_text().splitlines()]
+    assert transports[-1] == transport, transports  # the GOSUB went where the campaign said
 
 
+@PYST2_WARNINGS
 @pytest.mark.parametrize(("keys", "answer"), [("1", "YES_NOT_HELD"), ("2", "NO")])
 def test_the_call_menu_recipe_on_a_real_asterisk(
     sim: VicidialSimulator, tmp_path: Path, keys: str, answer: str  # noqa: F811
@@ -484,21 +421,17 @@ def test_the_call_menu_recipe_on_a_real_asterisk(
     """No daemon listens where the recipe points (a closed port stands in for 4573, which another
     daemon on this machine may hold): key 1 is not recorded, the yes is audited as YES_NOT_HELD and
     the call still goes on to the in-group."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()
     recipe = tmp_path / CALL_MENU_RECIPE.name
     recipe.write_text(CALL_MENU_RECIPE.read_text().replace(RECIPE_DAEMON, f"agi://127.0.0.1:{closed}/vicirec"))
-    asterisk = RealAsterisk(sim, MENU_CUSTOMER.replace("${KEYS}", keys), [str(recipe)])
-    agis = asterisk.base / "vicidial-agis.log"
-    try:
-        asterisk.run("channel originate Local/s@vicirec-test-menu-customer "
-                     "extension s@vicirec-example-callmenu")
-        asterisk.wait_for(lambda: agis.is_file() and "agi-VDAD_ALL_inbound.agi" in agis.read_text())
-        lines = audit_lines(asterisk.trail)
-        called = agis.read_text().splitlines()
-    finally:
-        asterisk.close()
+    with vicidial_asterisk(tmp_path, sim, MENU_CUSTOMER.replace("${KEYS}", keys), [recipe]) as lab:
+        lab.originate("vicirec-test-menu-customer", "vicirec-example-callmenu")
+        assert lab.wait_for(lambda: lab.in_group_log.is_file()
+                            and "agi-VDAD_ALL_inbound.agi" in lab.in_group_log.read_text())
+        lines = audit_lines(lab.trail)
+        called = lab.in_group_log.read_text().splitlines()
+        refused = ["Connection refused", "FastAGI failed", "not held"] if keys == "1" else []
+        assert lab.unexpected_warnings(refused) == []
     assert lines == [("ANSWER", answer, "OK", "")]
     assert [line.split(" ")[0] for line in called] == ["agi-VDAD_inbound_calltime_check.agi",
                                                        "agi-VDAD_ALL_inbound.agi"]
