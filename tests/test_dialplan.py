@@ -626,3 +626,15 @@ def test_confbridge_menu_runs_and_returns_to_the_conference_without_return() -> 
     assert [c[1] for c in agi.calls] == ["START", "STATUS"]
     assert p.played == ["beep", "beeperr"]
     assert not p.frames
+
+
+def test_an_agi_that_reports_nothing_leaves_no_stale_output_variable() -> None:
+    from vicirec.engine import VARIABLE_NAMES
+
+    inputs = {"VICIREC_AGENT", "VICIREC_AGENT_DISCOVERED"}  # the dialplan's choice of agent; kept on purpose
+    p = pbx(FakeAgi(None), agi_status="FAILURE", globals_={"VICIREC_AGI": "vicirec.agi"})
+    stale = {name: "stale" for name in VARIABLE_NAMES if name not in inputs}
+    p.vars.update(stale)
+    p.gosub("vicirec", "stop", "1", ["3"])
+    left = {name for name in stale if p.vars.get(name) == "stale"}
+    assert left == set()

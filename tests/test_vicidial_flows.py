@@ -127,7 +127,7 @@ def test_a_suffixed_name_is_corroborated_like_a_bare_one(
 CALL_MENU_ROUTE_VALUE = re.compile(r"[^-/|_#*,.0-9A-Za-z]")
 IVR_PARK_CALL_AGI = re.compile(r"[^- *#.,:/|@_0-9A-Za-z]")
 
-#: The spellings README.md documents.
+#: The spellings dialplan/README.md documents.
 ADMIN_FIELD_EXAMPLES: list[tuple[str, Invocation]] = [
     ("vicirec.agi,START,_CONSENT,confirm-3",
      Invocation(Action.START, stage="_CONSENT", confirm=3.0)),

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vicirec.agents.chain import LiveAgent
-from vicirec.agents.mysql_directory import MysqlDirectory
+from vicirec.agents.mysql_directory import MysqlDirectory, live_agent
+from vicirec.agents.sql_values import column_text
 from vicirec.deadline import Deadline
 from vicirec.errors import ConfigError, Unreachable, VicirecError
 
@@ -136,23 +137,13 @@ def _places(rows: Sequence[Any], asked: set[str]) -> CallPlaces:
     taken: dict[str, list[LiveAgent]] = {}
     queued: set[str] = set()
     for kind, uniqueid, user, server_ip, conf_exten, extension, status, lead_id, callerid, channel in rows:
-        key = _text(uniqueid)
+        key = column_text(uniqueid)
         if key not in asked:  # the server compared with its own collation; only exact matches count
             continue
-        if _text(kind) == "queue":
+        if column_text(kind) == "queue":
             queued.add(key)
             continue
-        taken.setdefault(key, []).append(LiveAgent(
-            user=_text(user), session_id=_text(conf_exten), status=_text(status), lead_id=_text(lead_id),
-            callerid=_text(callerid), extension=_text(extension), uniqueid=key, channel=_text(channel),
-            server_ip=_text(server_ip),
-        ))
+        taken.setdefault(key, []).append(
+            live_agent((user, server_ip, conf_exten, extension, status, lead_id, callerid, key, channel)))
     return CallPlaces(taken={key: tuple(rows_) for key, rows_ in taken.items()}, queued=frozenset(queued))
 
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)

@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 from vicirec.agents.astguiclient import DatabaseSettings
 from vicirec.agents.chain import LiveAgent
+from vicirec.agents.sql_values import column_text
 from vicirec.config import Config
 from vicirec.deadline import Deadline
 from vicirec.errors import (
@@ -95,7 +96,7 @@ class MysqlDirectory:
         with self.read_only_cursor(deadline) as cursor:
             self._run(cursor.execute, deadline, SELECT_LIVE_AGENTS, (MAX_ROWS,))
             rows = self._run(cursor.fetchall, deadline)
-        return [_live_agent(row) for row in rows]
+        return [live_agent(row) for row in rows]
 
     @contextmanager
     def read_only_cursor(self, deadline: Deadline) -> Iterator[Any]:
@@ -207,21 +208,15 @@ def _is_local(settings: DatabaseSettings) -> bool:
         return False
 
 
-def _live_agent(row: Any) -> LiveAgent:
-    user, server_ip, conf_exten, extension, status, lead_id, callerid, uniqueid, channel = row
+def live_agent(row: Any) -> LiveAgent:
+    """A ``vicidial_live_agents`` row in :data:`SELECT_LIVE_AGENTS`' column order."""
+    values = [column_text(value) for value in row]
+    user, server_ip, conf_exten, extension, status, lead_id, callerid, uniqueid, channel = values
     return LiveAgent(
-        user=_text(user), session_id=_text(conf_exten), status=_text(status), lead_id=_text(lead_id),
-        callerid=_text(callerid), extension=_text(extension), uniqueid=_text(uniqueid),
-        channel=_text(channel), server_ip=_text(server_ip),
+        user=user, session_id=conf_exten, status=status, lead_id=lead_id, callerid=callerid,
+        extension=extension, uniqueid=uniqueid, channel=channel, server_ip=server_ip,
     )
 
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
 
 
 def _shut_socket(connection: Any) -> None:

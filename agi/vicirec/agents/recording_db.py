@@ -17,6 +17,7 @@ import datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
+from vicirec.agents.sql_values import column_text
 from vicirec.deadline import Deadline
 from vicirec.errors import AgentNotLoggedIn
 from vicirec.vicidial.responses import RecordingFields, RecordingState
@@ -162,28 +163,23 @@ def _digits(value: str) -> str:
 
 def _live_row(row: Any) -> LiveRecordingRow:
     external_recording, server_ip, conf_exten, status = row
-    return LiveRecordingRow(external_recording=_text(external_recording), server_ip=_text(server_ip),
-                            session_id=_text(conf_exten), status=_text(status))
+    return LiveRecordingRow(external_recording=column_text(external_recording),
+                            server_ip=column_text(server_ip), session_id=column_text(conf_exten),
+                            status=column_text(status))
 
 
 def _log_row(row: Any) -> RecordingLogRow:
     recording_id, server_ip, start_time, end_epoch, filename, channel = row
     return RecordingLogRow(
-        recording_id=_text(recording_id), server_ip=_text(server_ip), start_time=_time(start_time),
-        end_epoch=int(end_epoch) if end_epoch is not None else None, filename=_text(filename),
-        channel=_text(channel),
+        recording_id=column_text(recording_id), server_ip=column_text(server_ip),
+        start_time=_time(start_time),
+        end_epoch=int(end_epoch) if end_epoch is not None else None, filename=column_text(filename),
+        channel=column_text(channel),
     )
 
 
 def _time(value: Any) -> str:
     if isinstance(value, datetime.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
-    return _text(value)
+    return column_text(value)
 
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)

@@ -1,8 +1,9 @@
 """CONSENT: the caller consents before any agent exists; the daemon STARTs once an agent takes the call.
 
-Dialplan (a Call Menu's AGI route keeps no ``:``, so the URL names no port: 4573 is FastAGI's)::
+Dialplan, in a Call Menu's Custom Dialplan Entry (a route value keeps no ``:``, so no ``agi://`` URL
+fits there, and VICIdial hangs the call up after an AGI route; dialplan/README.md has the recipe)::
 
-    AGI(agi://127.0.0.1/vicirec,CONSENT,_CONSENT)
+    AGI(agi://127.0.0.1:4573/vicirec,CONSENT,_CONSENT)
 
 The consenting session gets ``VICIREC_RESULT=OK``, ``VICIREC_ACTION=CONSENT``,
 ``VICIREC_DEFERRED=1`` once the consent is audited and held; then the Call Menu AGI returns and the
