@@ -39,7 +39,7 @@ from deferred_world import (  # noqa: F401 - sim is a fixture
 )
 from mariadb_server import MariaDb, mariadb  # noqa: F401 - mariadb is a fixture
 from real_asterisk import PYST2_WARNINGS
-from vicidial_asterisk import vicidial_asterisk
+from vicidial_asterisk import MENU_CUSTOMER, vicidial_asterisk
 from vicirec.config import load_config
 from vicirec.fastagi.server import bind_listener, listening_address
 from vicirec.testing.harness import agi_environment, process_agi_command
@@ -207,8 +207,6 @@ def test_the_recipe_on_a_real_asterisk_records_once_an_agent_takes_the_call(
     giving that call to an agent. CONSENT is FastAGI only: the process AGI ends with the call's
     dialplan step, so nothing would be left to wait for the agent. Where tests/real_asterisk.py
     finds no Asterisk this is skipped (a failure under VICIREC_TEST_REQUIRE_ASTERISK)."""
-    from test_vicidial_flows import MENU_CUSTOMER
-
     agents_ready(mariadb)
     config = write_config(tmp_path, sim, mariadb)
     with serving(load_config(str(config))) as (server, port):

@@ -36,7 +36,7 @@ from test_agents_e2e import (  # noqa: F401 - sim is a fixture
     sim,
     transport,
 )
-from vicidial_asterisk import vicidial_asterisk
+from vicidial_asterisk import MENU_CUSTOMER, vicidial_asterisk
 from vicirec.agents.call_facts import call_id_of_name, vicidial_engine_of
 from vicirec.errors import BadRequest
 from vicirec.request import Invocation, Step, parse_arguments
@@ -372,12 +372,6 @@ exten => s,1,Answer()
  same => n,SendDTMF(${KEYS})
  same => n,Wait(30)
 """
-MENU_CUSTOMER = """[vicirec-test-menu-customer]
-exten => s,1,Answer()
- same => n,Wait(2)
- same => n,SendDTMF(${KEYS})
- same => n,Wait(30)
-"""
 
 
 @PYST2_WARNINGS
@@ -436,6 +430,26 @@ def test_the_call_menu_recipe_on_a_real_asterisk(
     assert [line.split(" ")[0] for line in called] == ["agi-VDAD_inbound_calltime_check.agi",
                                                        "agi-VDAD_ALL_inbound.agi"]
     assert called[1].split(" ")[1].startswith("CIDLOOKUP-----LB-----SALESLINE-----vicirec-example-callmenu--")
+    assert sim.requests == []
+
+
+@PYST2_WARNINGS
+def test_consent_over_the_process_agi_is_refused_on_a_real_asterisk(
+    sim: VicidialSimulator, tmp_path: Path  # noqa: F811
+) -> None:
+    """CONSENT is FastAGI only: a process AGI ends with its dialplan step, so nothing could wait for
+    the agent. The recipe pointed at ``vicirec.agi`` instead: refused (audited), never recorded,
+    the call goes on to the in-group. tests/test_callmenu_consent.py runs it over FastAGI."""
+    recipe = tmp_path / CALL_MENU_RECIPE.name
+    recipe.write_text(CALL_MENU_RECIPE.read_text().replace(RECIPE_DAEMON, "vicirec.agi"))
+    with vicidial_asterisk(tmp_path, sim, MENU_CUSTOMER.replace("${KEYS}", "1"), [recipe]) as lab:
+        lab.originate("vicirec-test-menu-customer", "vicirec-example-callmenu")
+        assert lab.wait_for(lambda: lab.in_group_log.is_file()
+                            and "agi-VDAD_ALL_inbound.agi" in lab.in_group_log.read_text())
+        records = [json.loads(line) for line in lab.trail.read_text().splitlines()]
+        assert lab.unexpected_warnings(["not held - AGISTATUS SUCCESS BAD_REQUEST"]) == []
+    assert [(r["action"], r["outcome"], r["error"], r["transport"]) for r in records] == [
+        ("CONSENT", "ERROR", "BAD_REQUEST", "process")]
     assert sim.requests == []
 
 

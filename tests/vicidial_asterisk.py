@@ -33,6 +33,13 @@ IN_GROUP_STAND_IN = """#!/bin/sh
 while read line; do [ -z "$line" ] && break; done
 echo "$(basename "$0") $*" >> "$(dirname "$0")/../vicidial-agis.log"
 """
+#: the caller of a Call Menu: answers, waits for the prompt, presses ${KEYS}
+MENU_CUSTOMER = """[vicirec-test-menu-customer]
+exten => s,1,Answer()
+ same => n,Wait(2)
+ same => n,SendDTMF(${KEYS})
+ same => n,Wait(30)
+"""
 IN_GROUP_AGIS = ("agi-VDAD_inbound_calltime_check.agi", "agi-VDAD_ALL_inbound.agi")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from test_library_asterisk import Ami, runtime_launcher  # noqa: E402
+from real_asterisk import Asterisk, find_asterisk  # noqa: E402
 from vicirec.asterisk.channel import AgiSession  # noqa: E402
 from vicirec.deadline import Deadline  # noqa: E402
 from vicirec.fastagi.session import CLAIM_VARIABLE  # noqa: E402
@@ -45,24 +44,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claims", type=int, default=2000)
     options = parser.parse_args()
-    launcher = runtime_launcher()
-    if launcher is None:
-        print("the private Asterisk runtime is not here: nothing measured")
+    source, why_not = find_asterisk()
+    if source is None:
+        print(f"{why_not}: nothing measured")
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-claim-") as workdir, \
             socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
         conf = Path(workdir) / "bench.conf"
         conf.write_text(DIALPLAN.format(port=port), encoding="utf-8")
-        instance = Path(workdir) / "ast"
-        started = subprocess.run([str(launcher), "start", str(instance), "--include", str(conf)],
-                                 check=True, capture_output=True, text=True, timeout=120)
-        values = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
+        asterisk = Asterisk(source, Path(workdir) / "ast")
         try:
-            ami = Ami(int(values["AMI_PORT"]))
-            ami.action("Login", Username="test", Secret="test")
-            ami.action("Originate", Channel="Local/s@bench-hold", Context="bench-claim", Exten="s",
-                       Priority="1", Async="true")
+            asterisk.start(includes=[conf])
+            assert asterisk.ami is not None
+            asterisk.ami.action({"Action": "Originate", "Channel": "Local/s@bench-hold",
+                                 "Context": "bench-claim", "Exten": "s", "Priority": "1", "Async": "true"})
             conn, _peer = listener.accept()
             session = AgiSession.open(KernelTimeoutTransport(conn), Deadline(10.0))
             walls: list[float] = []
@@ -73,10 +69,9 @@ def main() -> int:
                 cpus.append(time.thread_time() - cpu)
                 walls.append(time.perf_counter() - wall)
             session.close()
-            ami.wait_user_event("BenchDone", "1", 10.0)
+            asterisk.ami.wait_event(lambda e: e.get("UserEvent") == "BenchDone", 10.0, what="BenchDone")
         finally:
-            subprocess.run([str(launcher), "stop", str(instance)], check=False, capture_output=True,
-                           timeout=60)
+            asterisk.stop()
     walls.sort()
     print(f"{options.claims} claims on one session, real Asterisk 22 over 127.0.0.1:")
     print(f"  wall per claim (round trip): median {walls[len(walls) // 2] * 1e3:.3f} ms, "
