@@ -33,6 +33,7 @@ one Asterisk per transport). A scenario is then a few lines::
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -134,8 +135,9 @@ class AsteriskSource:
         return f"{self.binary} (own build)" if self.binary else f"runtime {RUNTIME}"
 
 
+@functools.cache
 def find_asterisk() -> tuple[Optional[AsteriskSource], str]:
-    """(source, "") when an Asterisk can be started here, else (None, why not)."""
+    """(source, "") when an Asterisk can be started here, else (None, why not); asked once a run."""
     launcher = Path(os.environ.get(ENV_LAUNCHER) or RUNTIME / "asterisk-private")
     if not launcher.is_file():
         return None, (f"no Asterisk for the real-Asterisk tests: {launcher} is missing (the runtime "

@@ -423,3 +423,12 @@ def test_a_3_second_confirm_asks_vicidial_at_most_7_times(lab: Lab) -> None:
     assert requests[0] == "START"
     assert set(requests[1:]) == {"STATUS"}
     assert len(requests) - 1 <= 7, requests
+
+
+def test_a_3_second_confirm_over_the_database_asks_api_php_only_to_start(mysql_lab: Lab) -> None:
+    """With ``lookup = "mysql"`` the confirmation reads external_recording from the database (first
+    look at 0.3 s, then every 0.5 s) instead of asking api.php's STATUS."""
+    mysql_lab.sim.state.screen_delay = None  # the agent's screen never acts: START stays pending
+    call = consent(mysql_lab, "1", callerid=CALL_ID_CALLER, variables={"VICIREC_AGENT": AGENT})
+    assert call.getvar("VICIREC_CONSENT") == "FAILED"
+    assert mysql_lab.recording_requests() == ["START"]
