@@ -103,7 +103,7 @@ def test_not_confirmed_when_the_agent_screen_never_acts(tmp_path: Path) -> None:
     assert (result["VICIREC_RESULT"], result["VICIREC_ERROR"]) == ("ERROR", "NOT_CONFIRMED")
     assert result["VICIREC_RECORDING"] == ""
     # a 1 s window is looked at 0.3 and 0.8 s (a look at 1.0 s would follow the last by less than half
-    # an interval: confirmation.Schedule), so the answer may come just before 1 s
+    # an interval: confirmation.PollSchedule), so the answer may come just before 1 s
     assert 0.8 <= elapsed < 5.0
 
 
