@@ -37,12 +37,13 @@ def test_schedule_looks_quickly_then_every_half_second_and_about_ten_times_in_fi
     schedule = PollSchedule(interval=0.5)
     times = list(schedule.times(5.0))
     assert times[0] == pytest.approx(0.3)
-    assert [round(b - a, 6) for a, b in zip(times, times[1:])] == [0.5] * (len(times) - 1)
+    assert [round(b - a, 6) for a, b in zip(times, times[1:])] == [0.5] * (len(times) - 2) + [0.7]
     assert len(times) == 10
-    assert list(schedule.times(1.0)) == pytest.approx([0.3, 0.8])
+    assert times[-1] == 5.0  # the window's end is always looked at: confirm=5 waits 5 s
+    assert list(schedule.times(1.0)) == pytest.approx([0.3, 1.0])
     assert list(schedule.times(1.2)) == pytest.approx([0.3, 0.8, 1.2])
     assert list(schedule.times(0.0)) == [0.0]
-    assert list(PollSchedule(interval=0.5, first=0.0).times(0.6)) == pytest.approx([0.0, 0.5])
+    assert list(PollSchedule(interval=0.5, first=0.0).times(0.6)) == pytest.approx([0.0, 0.6])
 
 
 # --- the world ---------------------------------------------------------------------------------------

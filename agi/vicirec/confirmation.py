@@ -36,24 +36,25 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """When to check, in seconds after the command: ``first``, then every ``interval``. A last
-    check at the window's end is added only when the previous one is at least half an interval
-    before it (so a 5 s window holds 10 checks, not 11)."""
+    """When to check, in seconds after the command: ``first``, then every ``interval``, and always at
+    the window's end, so ``confirm=N`` means N seconds. A regular check less than half an interval
+    before the end moves to the end instead of adding one (a 5 s window holds 10 checks, not 11)."""
 
     interval: float
     first: float = FIRST_LOOK_SECONDS
 
     def times(self, window: float) -> Iterator[float]:
         at = min(self.first, self.interval, window)
-        yield at
-        while True:
-            after = at + self.interval
-            if after > window:
-                if window - at >= self.interval / 2:
-                    yield window
-                return
-            at = after
-            yield at
+        regular = [at]
+        while at + self.interval <= window:
+            at += self.interval
+            regular.append(at)
+        if regular[-1] < window:
+            if window - regular[-1] < self.interval / 2:
+                regular[-1] = window
+            else:
+                regular.append(window)
+        yield from regular
 
 
 @dataclass(frozen=True)
