@@ -53,6 +53,16 @@ def test_numeric_user_says_to_quote_it() -> None:
                                           "password": "x1"}})
 
 
+@pytest.mark.parametrize(("section", "key"), [("vicidial", "password"), ("audit", "hash_key")])
+def test_a_numeric_secret_is_never_repeated_in_the_quote_hint(section: str, key: str) -> None:
+    settings = {"vicidial": {"api_url": "https://d/agc/api.php", "user": "6666", "password": "x1"}}
+    settings.setdefault(section, {})[key] = 98765432  # type: ignore[index]
+    with pytest.raises(ConfigError) as raised:
+        config_from_mapping(settings)
+    assert "put it in quotes" in raised.value.message
+    assert "98765432" not in str(raised.value) and "98765432" not in raised.value.message
+
+
 def test_message_is_cut_at_a_word_with_an_ellipsis_and_logged_whole() -> None:
     reason = ("no agent found (session: VICIREC_ROOM is not set and no single ConfBridge announcer is in "
               "BRIDGEPEER; call_id: refused agent 1000 (agents.require_corroboration = true): call "

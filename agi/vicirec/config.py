@@ -131,6 +131,9 @@ _SECTIONS: dict[str, type[Any]] = {
 _T = TypeVar("_T")
 
 
+#: Keys whose values are secrets: no message ever repeats them.
+SECRET_KEYS = frozenset({"password", "hash_key"})
+
 def config_path(explicit: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Path:
     environ = os.environ if environ is None else environ
     if explicit:
@@ -225,7 +228,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if not isinstance(value, str):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             key = name.rpartition(".")[2]
-            raise ConfigError(f'{name} must be a string: put it in quotes ({key} = "{value}")')
+            shown = "…" if key in SECRET_KEYS else value  # a secret is never repeated, even a wrong one
+            raise ConfigError(f'{name} must be a string: put it in quotes ({key} = "{shown}")')
         raise ConfigError(f"{name} must be a string")
     return value
 
