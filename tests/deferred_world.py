@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from mariadb_server import MariaDb
+from sim_mirror import SimulatorMirror
 from vicirec.config import Config
 from vicirec.fastagi.daemon import build_runtime
 from vicirec.fastagi.deferred import DeferredStarts
@@ -41,6 +42,19 @@ def sim() -> Iterator[VicidialSimulator]:
         for user, room in (("2001", "8600061"), ("2002", "8600062")):
             simulator.state.log_in_agent(user, conf_exten=room, extension=f"SIP/{user}", status="READY")
         yield simulator
+
+
+@pytest.fixture(autouse=True)
+def recordings_mirrored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With both a simulator and MariaDB, the simulated recordings reach the database as VICIdial's
+    do (``external_recording``, ``recording_log``), which a mysql daemon's confirmation reads; the
+    agents' rows stay the test's own."""
+    if not {"sim", "mariadb"} <= set(request.fixturenames):
+        yield
+        return
+    database, simulator = request.getfixturevalue("mariadb"), request.getfixturevalue("sim")
+    with SimulatorMirror(database, simulator, seed_agents=False):
+        yield
 
 
 def agents_ready(database: MariaDb) -> None:

@@ -70,6 +70,7 @@ class SimulatorMirror:
         server_ip: str = "10.10.10.15",
         hangup_delay: Optional[float] = 0.2,
         close_rows: bool = True,
+        seed_agents: bool = True,
     ) -> None:
         self.database = database
         self.sim = sim
@@ -77,6 +78,7 @@ class SimulatorMirror:
         self.server_ip = server_ip
         self.hangup_delay = hangup_delay
         self.close_rows = close_rows
+        self.seed_agents = seed_agents  # False: the test writes vicidial_live_agents' rows itself
         self._connection: Any = None
         self._timers: list[threading.Timer] = []
 
@@ -84,8 +86,10 @@ class SimulatorMirror:
         self._connection = self.database.admin()
         state = self.sim.state
         with state.lock:
-            agents = [agent for rows in state.live_agents.values() for agent in rows]
-            self.database.replace_agents([{name: getattr(a, name) for name in AGENT_FIELDS} for a in agents])
+            if self.seed_agents:
+                agents = [agent for rows in state.live_agents.values() for agent in rows]
+                self.database.replace_agents([{name: getattr(a, name) for name in AGENT_FIELDS}
+                                              for a in agents])
             self.database.clear_recordings()
             for key in list(state.live_agents):
                 self._changed(key, "sync")

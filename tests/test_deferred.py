@@ -35,6 +35,7 @@ from deferred_world import (  # noqa: F401 - sim is a fixture
     hang_up_in_queue,
     inbound,
     queue_call,
+    recordings_mirrored,
     serving,
     sim,
     vicirec_vars,

@@ -6,6 +6,7 @@ reached through a :class:`VicidialClient`, and the caller turns the report into 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -151,6 +152,13 @@ class RecordingService:
         schedule = PollSchedule(interval=config.call.confirm_poll_interval)
         self._confirmer = Confirmer(client, recordings, schedule, sleep)
         self._verifier = StopVerifier(recordings, schedule, sleep) if recordings is not None else None
+
+    def with_resolvers(self, resolvers: Sequence[Resolver]) -> RecordingService:
+        """The same service (client, directory, database, redactor, hooks) finding the agent with
+        ``resolvers`` instead: for callers that already know the agent (a deferred START, the shell)."""
+        twin = copy.copy(self)
+        twin.resolvers = list(resolvers)
+        return twin
 
     def handle(
         self,

@@ -153,9 +153,8 @@ def run_action(args: Sequence[str], *, config_file: Optional[str], started: floa
         audit = AuditTrail(config.audit)
     deadline = Deadline(config.call.deadline - (time.monotonic() - started))
     try:
-        service = build_service(config, logger=log)
         # The administrator names the agent: nothing on a shell could be discovered anyway.
-        service.resolvers = [ArgumentResolver()]
+        service = build_service(config, logger=log).with_resolvers([ArgumentResolver()])
         report = service.handle(environment.args, environment, FactsChannelView(), deadline)
     except VicirecError as error:
         report = error_report(error)

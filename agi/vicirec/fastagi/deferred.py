@@ -416,8 +416,7 @@ class DeferredStarts:
 def _start_service(binding: Binding) -> RecordingService:
     """The binding's engine with only the ``argument`` resolver: the agent is the one the database
     showed on the call, whatever chain the dialplan's own STARTs use (same client, pool, breaker)."""
-    service = binding.service
-    return RecordingService(binding.config, service.client, service.directory, [ArgumentResolver()])
+    return binding.service.with_resolvers([ArgumentResolver()])
 
 
 def build_deferred(
