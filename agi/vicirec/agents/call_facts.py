@@ -41,12 +41,12 @@ def call_id_of_name(name: str) -> Optional[str]:
     first token must be a ``V``/``M``/``Y``/``J`` id and the suffix one or two plain words, none of
     them a second call id. Tabs, newlines, doubled or trailing spaces, quotes, pipes never pass.
     """
-    if _CALL_ID.fullmatch(name):
+    if strict_call_id(name):
         return name
     match = _SUFFIXED_CALL_ID.fullmatch(name)
     if match is None:
         return None
-    if any(_CALL_ID.fullmatch(word) for word in match.group(2).split(" ")[1:]):
+    if any(strict_call_id(word) for word in match.group(2).split(" ")[1:]):
         return None
     return match.group(1)
 
@@ -159,16 +159,28 @@ def call_devices(context: ResolveContext) -> list[Device]:
     return devices_of_channels([*bridge_parties(context), context.environment.channel])
 
 
+def shared_call_leg(agent: LiveAgent, context: ResolveContext) -> str:
+    """Which Asterisk-controlled fact ties the agent row's call to this channel ("" for none): the
+    same uniqueid, the call's linkedid, or this very channel."""
+    environment = context.environment
+    if agent.uniqueid:
+        if agent.uniqueid == environment.uniqueid:
+            return "the agent's call has this channel's uniqueid"
+        linked = linkedid(context)
+        if linked and agent.uniqueid == linked:
+            return "the agent's call has this call's linkedid"
+    if agent.channel and same_call_leg(agent.channel, environment.channel):
+        return "the agent's call is on this channel"
+    return ""
+
+
 def on_this_call(agent: LiveAgent, context: ResolveContext) -> bool:
     """The agent row's call is this channel's: same call id in CALLERID(name) (VICIdial's own join,
-    park_CID.agi), same uniqueid or linkedid, or this very channel."""
+    park_CID.agi), or one of :func:`shared_call_leg`'s facts."""
     call_id, _why = caller_call_id(context)
     if call_id is not None and agent.callerid == call_id:
         return True
-    environment = context.environment
-    if agent.uniqueid and agent.uniqueid in (environment.uniqueid, linkedid(context)):
-        return True
-    return bool(agent.channel) and same_call_leg(agent.channel, environment.channel)
+    return bool(shared_call_leg(agent, context))
 
 
 def linkedid(context: ResolveContext) -> str:

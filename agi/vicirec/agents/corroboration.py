@@ -21,9 +21,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from vicirec.agents.call_facts import bridge_parties, call_devices, confirmed_room, linkedid
+from vicirec.agents.call_facts import bridge_parties, call_devices, confirmed_room, shared_call_leg
 from vicirec.agents.chain import LiveAgent, ResolveContext
-from vicirec.agents.devices import device_of_extension, same_call_leg
+from vicirec.agents.devices import device_of_extension
 
 
 class Support(str, enum.Enum):
@@ -39,19 +39,10 @@ class Corroboration:
 
 
 def corroborate(agent: LiveAgent, context: ResolveContext) -> Corroboration:
-    checked: list[str] = []
-    environment = context.environment
-    if agent.uniqueid:
-        if agent.uniqueid == environment.uniqueid:
-            return Corroboration(Support.CONFIRMED, "the agent's call has this channel's uniqueid")
-        linked = linkedid(context)
-        if linked and agent.uniqueid == linked:
-            return Corroboration(Support.CONFIRMED, "the agent's call has this call's linkedid")
-        checked.append("uniqueid")
-    if agent.channel:
-        if same_call_leg(agent.channel, environment.channel):
-            return Corroboration(Support.CONFIRMED, "the agent's call is on this channel")
-        checked.append("channel")
+    shared = shared_call_leg(agent, context)
+    if shared:
+        return Corroboration(Support.CONFIRMED, shared)
+    checked = [name for name, value in (("uniqueid", agent.uniqueid), ("channel", agent.channel)) if value]
     if agent.session_id:
         room = confirmed_room(context)
         if room.number is not None and room.listed:

@@ -15,7 +15,6 @@ unique per Asterisk server, not across a cluster.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,18 +105,18 @@ class LiveCallReader:
         if self._connection is None:
             if self._closed:
                 raise Unreachable("this reader of VICIdial's database was closed (reload or stop)")
-            connection = directory._connect(deadline)
+            connection = directory.connect(deadline)
             try:
-                directory._run(connection.autocommit, deadline, True)
-                directory._run(connection.cursor().execute, deadline, _SESSION_READ_ONLY)
+                directory.run(connection.autocommit, deadline, True)
+                directory.run(connection.cursor().execute, deadline, _SESSION_READ_ONLY)
             except VicirecError:
-                _close_quietly(connection)
+                directory.discard(connection)
                 raise
             self._connection = connection
         cursor = self._connection.cursor()
         try:
-            directory._run(cursor.execute, deadline, statement, params)
-            return directory._run(cursor.fetchall, deadline)
+            directory.run(cursor.execute, deadline, statement, params)
+            return directory.run(cursor.fetchall, deadline)
         except VicirecError:
             self._drop()
             raise
@@ -125,12 +124,7 @@ class LiveCallReader:
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            _close_quietly(connection)
-
-
-def _close_quietly(connection: Any) -> None:
-    with contextlib.suppress(Exception):
-        connection.close()
+            self.directory.discard(connection)
 
 
 def _places(rows: Sequence[Any], asked: set[str]) -> CallPlaces:

@@ -94,28 +94,24 @@ class MysqlDirectory:
 
     def logged_in_agents(self, deadline: Deadline) -> list[LiveAgent]:
         with self.read_only_cursor(deadline) as cursor:
-            self._run(cursor.execute, deadline, SELECT_LIVE_AGENTS, (MAX_ROWS,))
-            rows = self._run(cursor.fetchall, deadline)
+            self.run(cursor.execute, deadline, SELECT_LIVE_AGENTS, (MAX_ROWS,))
+            rows = self.run(cursor.fetchall, deadline)
         return [live_agent(row) for row in rows]
 
     @contextmanager
     def read_only_cursor(self, deadline: Deadline) -> Iterator[Any]:
         """A cursor inside a read-only transaction on a fresh connection, closed afterwards."""
-        connection = self._connect(deadline)
+        connection = self.connect(deadline)
         watchdog = threading.Timer(deadline.remaining(), _shut_socket, args=(connection,))
         watchdog.daemon = True
         watchdog.start()
         try:
             cursor = connection.cursor()
-            self._run(cursor.execute, deadline, _START_READ_ONLY)
+            self.run(cursor.execute, deadline, _START_READ_ONLY)
             yield cursor
         finally:
             watchdog.cancel()
-            _close_quietly(connection, self._pymysql)
-
-    def run(self, call: Any, deadline: Deadline, *args: Any) -> Any:
-        """``call(*args)`` on a cursor of :meth:`read_only_cursor`, errors mapped to vicirec's codes."""
-        return self._run(call, deadline, *args)
+            self.discard(connection)
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -124,7 +120,9 @@ class MysqlDirectory:
             self._pymysql = importlib.import_module("pymysql")
         return self._pymysql
 
-    def _connect(self, deadline: Deadline) -> Any:
+    def connect(self, deadline: Deadline) -> Any:
+        """A new connection within ``deadline``, errors mapped to vicirec's codes (readers that keep
+        their own connection use it; everyone else :meth:`read_only_cursor`)."""
         pymysql = self._module()
         connect = deadline.cut(self._connect_timeout)
         read = deadline.cut(self._read_timeout)
@@ -151,7 +149,12 @@ class MysqlDirectory:
         except OSError as error:
             raise Unreachable(f"cannot connect to {self.target}: {error.__class__.__name__}") from None
 
-    def _run(self, call: Any, deadline: Deadline, *args: Any) -> Any:
+    def discard(self, connection: Any) -> None:
+        """Close ``connection`` whatever state it is in."""
+        _close_quietly(connection, self._pymysql)
+
+    def run(self, call: Any, deadline: Deadline, *args: Any) -> Any:
+        """``call(*args)`` (a cursor's or connection's method), errors mapped to vicirec's codes."""
         pymysql = self._module()
         try:
             return call(*args)
